@@ -1,0 +1,3 @@
+from agent_registry.cli import main
+
+main()

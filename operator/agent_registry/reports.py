@@ -1,0 +1,91 @@
+"""The report an agent runtime sends to the registry API, shared by both sides.
+
+A report is a batch: the outcomes of tasks run since the last report, the behavior the
+runtime has loaded, and the cycles it completed. `batch_id` is the idempotency key: the
+runtime retries a batch with the same id until it is acknowledged, and the registry counts
+a batch once however often it arrives.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+MAX_OUTCOMES_PER_REPORT = 10_000
+
+Sha256 = Annotated[str, Field(pattern=SHA256_PATTERN, description="Lowercase hex sha256.")]
+
+
+class TaskOutcome(BaseModel):
+    """How one task went."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    success: bool
+    duration_ms: float | None = Field(
+        default=None, ge=0, le=86_400_000, description="Wall time of the task in milliseconds."
+    )
+    finished_at: datetime | None = Field(
+        default=None, description="When the task finished (UTC); the server's time if omitted."
+    )
+
+
+class LoadedBehavior(BaseModel):
+    """What the runtime has actually loaded: the confirmation of a hot reload."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sha256: Sha256
+    loaded_at: datetime
+    revision: int | None = Field(default=None, ge=1)
+
+
+class LoadFailure(BaseModel):
+    """The last script the runtime refused (it keeps running the last good one)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sha256: Sha256
+    error: str = Field(max_length=4096)
+    line: int | None = None
+    failed_at: datetime
+
+
+class OutcomeReport(BaseModel):
+    """POST /v1/agents/{namespace}/{name}/reports"""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    batch_id: uuid.UUID = Field(description="Idempotency key; a retried batch keeps its id.")
+    outcomes: list[TaskOutcome] = Field(default_factory=list, max_length=MAX_OUTCOMES_PER_REPORT)
+    cycles: int = Field(default=0, ge=0, description="Cycles completed since the last report.")
+    loaded: LoadedBehavior | None = None
+    load_failure: LoadFailure | None = None
+    dropped: int = Field(
+        default=0, ge=0, description="Outcomes the runtime dropped on buffer overflow since start."
+    )
+
+
+class ReportAccepted(BaseModel):
+    """The registry's answer to a report (HTTP 202)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    batch_id: uuid.UUID
+    recorded: int = Field(description="Outcomes recorded now; 0 when the batch was a duplicate.")
+    duplicate: bool
+
+
+__all__ = [
+    "MAX_OUTCOMES_PER_REPORT",
+    "SHA256_PATTERN",
+    "LoadFailure",
+    "LoadedBehavior",
+    "OutcomeReport",
+    "ReportAccepted",
+    "TaskOutcome",
+]
