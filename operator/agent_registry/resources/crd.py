@@ -1,0 +1,230 @@
+"""CustomResourceDefinitions generated from the pydantic models (the one source of truth).
+
+Pydantic's JSON Schema is close to a Kubernetes structural schema but not equal: refs must be
+inlined, `X | None` becomes an optional X (absent, never null), titles and defaults go, and
+`additionalProperties` may not sit beside `properties`. `structural()` does that conversion.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from agent_registry.resources import agent, behavior
+from agent_registry.resources.common import CATEGORY, GROUP, VERSION
+
+JsonSchema = dict[str, Any]
+
+# Keys of pydantic's JSON Schema that a CRD schema does not want.
+_DROPPED_KEYS = {"title", "default", "additionalProperties"}
+
+
+def structural(schema: JsonSchema) -> JsonSchema:
+    """Convert a pydantic JSON Schema (with $defs) into an inlined structural schema."""
+    definitions: dict[str, JsonSchema] = schema.get("$defs", {})
+
+    def convert(node: JsonSchema) -> JsonSchema:
+        if "$ref" in node:
+            target = definitions[node["$ref"].rsplit("/", 1)[-1]]
+            merged = {**convert(target), **{k: v for k, v in node.items() if k != "$ref"}}
+            return {k: v for k, v in merged.items() if k not in _DROPPED_KEYS}
+        if "anyOf" in node:
+            # `X | None`: optional in Kubernetes means absent, so keep only X.
+            options = [option for option in node["anyOf"] if option.get("type") != "null"]
+            if len(options) != 1:
+                raise ValueError(f"unions are not structural: {node}")
+            outer = {k: v for k, v in node.items() if k != "anyOf" and k not in _DROPPED_KEYS}
+            return {**convert(options[0]), **outer}
+        result: JsonSchema = {}
+        for key, value in node.items():
+            if key in _DROPPED_KEYS or key == "$defs":
+                continue
+            if key == "properties":
+                result[key] = {name: convert(sub) for name, sub in value.items()}
+            elif key == "items":
+                result[key] = convert(value)
+            else:
+                result[key] = value
+        if result.get("x-kubernetes-preserve-unknown-fields"):
+            result.pop("properties", None)
+        return result
+
+    return convert(schema)
+
+
+def model_schema(model: type[BaseModel]) -> JsonSchema:
+    """The structural schema of one model, camelCase as on the wire."""
+    return structural(model.model_json_schema(by_alias=True, mode="validation"))
+
+
+def _column(
+    name: str, json_path: str, type_: str, description: str, priority: int = 0
+) -> JsonSchema:
+    column: JsonSchema = {
+        "name": name,
+        "type": type_,
+        "jsonPath": json_path,
+        "description": description,
+    }
+    if priority:
+        column["priority"] = priority
+    return column
+
+
+def _condition_path(condition_type: str) -> str:
+    return f'.status.conditions[?(@.type=="{condition_type}")].status'
+
+
+AGE = _column("Age", ".metadata.creationTimestamp", "date", "Time since creation.")
+
+AGENT_COLUMNS = [
+    _column("Role", ".spec.role", "string", "Role of the agent."),
+    _column("Behavior", ".status.behavior.name", "string", "Assigned AgentBehavior."),
+    _column("Phase", ".status.phase", "string", "Active, Paused or Stopped."),
+    _column("Tasks", ".status.stats.tasksCompleted", "integer", "Tasks completed."),
+    _column("Success", ".status.stats.successRate", "number", "Success rate (0..1)."),
+    _column("Loaded", _condition_path("BehaviorLoaded"), "string", "Runtime loaded the script."),
+    AGE,
+    _column("Revision", ".status.behavior.revision", "integer", "Assigned revision.", 1),
+    _column("Ready", _condition_path("Ready"), "string", "Ready condition.", 1),
+]
+
+BEHAVIOR_COLUMNS = [
+    _column("Role", ".spec.roleType", "string", "Role the behavior is for."),
+    _column("Revision", ".status.revision", "integer", "Revision of the last valid script."),
+    _column("Valid", _condition_path("Valid"), "string", "The script validated."),
+    _column("Agents", ".status.agentCount", "integer", "Agents assigned this behavior."),
+    _column("Success", ".status.stats.successRate", "number", "Success rate of its agents."),
+    AGE,
+    _column("Parent", ".spec.parentRef.name", "string", "Behavior it derives from.", 1),
+]
+
+
+def _root_schema(
+    spec: type[BaseModel], status: type[BaseModel], rules: list[JsonSchema]
+) -> JsonSchema:
+    schema: JsonSchema = {
+        "type": "object",
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": model_schema(spec),
+            "status": model_schema(status),
+        },
+    }
+    if rules:
+        schema["x-kubernetes-validations"] = rules
+    return schema
+
+
+def _crd(
+    *,
+    kind: str,
+    plural: str,
+    singular: str,
+    short_names: list[str],
+    description: str,
+    schema: JsonSchema,
+    columns: list[JsonSchema],
+) -> JsonSchema:
+    schema = {"description": description, **schema}
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{plural}.{GROUP}",
+            "labels": {"app.kubernetes.io/part-of": "agent-registry"},
+        },
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": singular,
+                "shortNames": short_names,
+                "categories": [CATEGORY],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": columns,
+                    "schema": {"openAPIV3Schema": schema},
+                }
+            ],
+        },
+    }
+
+
+def agent_crd() -> JsonSchema:
+    return _crd(
+        kind=agent.KIND,
+        plural=agent.PLURAL,
+        singular=agent.SINGULAR,
+        short_names=agent.SHORT_NAMES,
+        description=(
+            "An AI agent registered in the agent registry: the behavior it runs "
+            "(spec.behaviorRef), optionally how to run it (spec.template), and how it performs "
+            "(status, written by the operator)."
+        ),
+        schema=_root_schema(agent.AgentSpec, agent.AgentStatus, []),
+        columns=AGENT_COLUMNS,
+    )
+
+
+def behavior_crd() -> JsonSchema:
+    return _crd(
+        kind=behavior.KIND,
+        plural=behavior.PLURAL,
+        singular=behavior.SINGULAR,
+        short_names=behavior.SHORT_NAMES,
+        description=(
+            "A sandboxed Lua behavior for agents of one role. Editing spec.lua.script makes a "
+            "new revision and hot-reloads every agent using it, without restarting pods."
+        ),
+        schema=_root_schema(
+            behavior.AgentBehaviorSpec,
+            behavior.AgentBehaviorStatus,
+            [
+                {
+                    "rule": (
+                        "!has(self.spec.parentRef)"
+                        " || self.spec.parentRef.name != self.metadata.name"
+                    ),
+                    "message": "an AgentBehavior cannot be its own parent",
+                    "fieldPath": ".spec.parentRef.name",
+                }
+            ],
+        ),
+        columns=BEHAVIOR_COLUMNS,
+    )
+
+
+def all_crds() -> dict[str, JsonSchema]:
+    """File name -> CRD, as `agentreg crds` writes them."""
+    crds = [agent_crd(), behavior_crd()]
+    return {f"{crd['spec']['group']}_{crd['spec']['names']['plural']}.yaml": crd for crd in crds}
+
+
+def render_yaml(crd: JsonSchema) -> str:
+    header = "# Generated by `agentreg crds` from agent_registry.resources; do not edit.\n"
+    return header + yaml.safe_dump(crd, sort_keys=False, width=100)
+
+
+def write_crds(output: Path) -> list[Path]:
+    output.mkdir(parents=True, exist_ok=True)
+    written = []
+    for file_name, crd in all_crds().items():
+        path = output / file_name
+        path.write_text(render_yaml(crd))
+        written.append(path)
+    return written
