@@ -1,0 +1,175 @@
+"""Render the objects the operator owns for an Agent: its behavior ConfigMap and Deployment.
+
+Pure functions, no I/O. The contract with the runtime (ConfigMap keys, mount path, env) is
+written down in docs/runtime.md; the important property is that the Deployment's pod template
+carries nothing derived from the script, so editing a behavior changes only the ConfigMap and
+never restarts a pod.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent_registry.resources.common import API_VERSION
+
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "agent-registry"
+AGENT_LABEL = "agents.singularity.dev/agent"
+BEHAVIOR_DIR = "/etc/agent-behavior"
+BEHAVIOR_VOLUME = "agent-behavior"
+SCRIPT_KEY = "behavior.lua"
+METADATA_KEY = "behavior.json"
+
+Manifest = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The Agent that owns the rendered objects."""
+
+    name: str
+    namespace: str
+    uid: str
+    kind: str = "Agent"
+    api_version: str = API_VERSION
+
+    def reference(self) -> Manifest:
+        return {
+            "apiVersion": self.api_version,
+            "kind": self.kind,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+@dataclass(frozen=True)
+class BehaviorSnapshot:
+    """One revision of a behavior as the registry stores it, plus the spec's limits."""
+
+    name: str
+    namespace: str
+    revision: int
+    sha256: str
+    script: str
+    limits: dict[str, int] = field(default_factory=dict)
+
+
+def configmap_name(agent_name: str) -> str:
+    return f"{agent_name}-behavior"
+
+
+def deployment_name(agent_name: str) -> str:
+    return agent_name
+
+
+def agent_labels(agent_name: str) -> dict[str, str]:
+    return {MANAGED_BY_LABEL: MANAGED_BY, AGENT_LABEL: agent_name}
+
+
+def behavior_metadata(behavior: BehaviorSnapshot) -> str:
+    """behavior.json: what the runtime reports back, and the limits it runs the script under."""
+    document: dict[str, Any] = {
+        "name": behavior.name,
+        "namespace": behavior.namespace,
+        "revision": behavior.revision,
+        "sha256": behavior.sha256,
+        "limits": {k: v for k, v in sorted(behavior.limits.items()) if v is not None},
+    }
+    return json.dumps(document, sort_keys=True, separators=(",", ":"))
+
+
+def render_configmap(owner: Owner, behavior: BehaviorSnapshot) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": configmap_name(owner.name),
+            "namespace": owner.namespace,
+            "labels": agent_labels(owner.name),
+            "ownerReferences": [owner.reference()],
+        },
+        "data": {SCRIPT_KEY: behavior.script, METADATA_KEY: behavior_metadata(behavior)},
+    }
+
+
+def runtime_env(owner: Owner, registry_url: str) -> list[Manifest]:
+    return [
+        {"name": "AGENTREG_AGENT", "value": f"{owner.namespace}/{owner.name}"},
+        {"name": "AGENTREG_BEHAVIOR_DIR", "value": BEHAVIOR_DIR},
+        {"name": "AGENTREG_CONFIGMAP", "value": configmap_name(owner.name)},
+        {"name": "AGENTREG_REGISTRY_URL", "value": registry_url},
+    ]
+
+
+def _with_env(container: Manifest, env: list[Manifest]) -> list[Manifest]:
+    ours = {item["name"] for item in env}
+    kept = [item for item in container.get("env", []) if item.get("name") not in ours]
+    return kept + env
+
+
+def _with_mount(container: Manifest) -> list[Manifest]:
+    mounts = [m for m in container.get("volumeMounts", []) if m.get("name") != BEHAVIOR_VOLUME]
+    # A whole-volume mount, never subPath: kubelet never updates subPath mounts.
+    return [*mounts, {"name": BEHAVIOR_VOLUME, "mountPath": BEHAVIOR_DIR, "readOnly": True}]
+
+
+def render_pod_template(
+    owner: Owner,
+    template: Manifest,
+    *,
+    registry_url: str,
+    service_account_name: str | None = None,
+) -> Manifest:
+    """The user's pod template plus the behavior volume, mount and runtime environment."""
+    rendered = copy.deepcopy(template)
+    metadata = rendered.setdefault("metadata", {})
+    metadata["labels"] = {**metadata.get("labels", {}), **agent_labels(owner.name)}
+    spec = rendered.setdefault("spec", {})
+    env = runtime_env(owner, registry_url)
+    for key in ("containers", "initContainers"):
+        if key in spec:
+            spec[key] = [
+                {**c, "env": _with_env(c, env), "volumeMounts": _with_mount(c)} for c in spec[key]
+            ]
+    volumes = [v for v in spec.get("volumes", []) if v.get("name") != BEHAVIOR_VOLUME]
+    spec["volumes"] = [
+        *volumes,
+        {"name": BEHAVIOR_VOLUME, "configMap": {"name": configmap_name(owner.name)}},
+    ]
+    if service_account_name and "serviceAccountName" not in spec:
+        spec["serviceAccountName"] = service_account_name
+    return rendered
+
+
+def render_deployment(
+    owner: Owner,
+    template: Manifest,
+    *,
+    registry_url: str,
+    paused: bool = False,
+    service_account_name: str | None = None,
+) -> Manifest:
+    """A one-replica Deployment running the agent (zero replicas while the agent is paused)."""
+    pod_template = render_pod_template(
+        owner, template, registry_url=registry_url, service_account_name=service_account_name
+    )
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": deployment_name(owner.name),
+            "namespace": owner.namespace,
+            "labels": agent_labels(owner.name),
+            "ownerReferences": [owner.reference()],
+        },
+        "spec": {
+            "replicas": 0 if paused else 1,
+            "selector": {"matchLabels": {AGENT_LABEL: owner.name}},
+            "template": pod_template,
+        },
+    }

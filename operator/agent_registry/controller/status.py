@@ -1,0 +1,249 @@
+"""What an Agent's and an AgentBehavior's status should say, and the patch to get there.
+
+Pure: the handlers and the write-back loop read the registry, build the views below, and send
+the patch `status_patch` returns (nothing when nothing changed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from agent_registry.controller.conditions import Cond, merge_conditions, timestamp
+
+StatusDict = dict[str, Any]
+
+PHASES = {"active": "Active", "paused": "Paused", "stopped": "Stopped"}
+
+BEHAVIOR_ASSIGNED = "BehaviorAssigned"
+BEHAVIOR_LOADED = "BehaviorLoaded"
+READY = "Ready"
+VALID = "Valid"
+
+
+@dataclass(frozen=True)
+class AssignmentView:
+    """The agent's open assignment in the registry."""
+
+    name: str
+    revision: int | None
+    sha256: str | None
+    assigned_at: datetime | None = None
+    assigned_by: str | None = None
+    reason: str | None = None
+    behavior_deleted: bool = False
+
+
+@dataclass(frozen=True)
+class AgentView:
+    """What the registry knows about one agent."""
+
+    status: str
+    assignment: AssignmentView | None
+    loaded_sha256: str | None = None
+    loaded_at: datetime | None = None
+    stats: StatusDict = field(default_factory=dict)
+
+
+def _time(value: datetime | None) -> str | None:
+    return timestamp(value) if value is not None else None
+
+
+def _compact(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def stats_from_record(record: Any) -> StatusDict:
+    """status.stats from a registry AgentRecord (field names of the seed)."""
+    tasks = int(getattr(record, "tasks_completed", 0) or 0)
+    return _compact(
+        {
+            "cyclesCompleted": int(getattr(record, "cycles_completed", 0) or 0),
+            "tasksCompleted": tasks,
+            # The seed starts success_rate at 1.0; with no task yet there is no rate to show.
+            "successRate": round(float(getattr(record, "success_rate", 0.0) or 0.0), 4)
+            if tasks
+            else 0.0,
+            "avgResponseTimeMs": round(float(getattr(record, "avg_response_time_ms", 0.0) or 0), 3),
+            "consecutiveFailures": int(getattr(record, "consecutive_failures", 0) or 0),
+            "lastTaskAt": _time(getattr(record, "last_task_at", None)),
+            "lastSuccessAt": _time(getattr(record, "last_success_at", None)),
+            "lastFailureAt": _time(getattr(record, "last_failure_at", None)),
+        }
+    )
+
+
+def assigned_condition(behavior_ref: str | None, assignment: AssignmentView | None) -> Cond:
+    if behavior_ref is None:
+        return Cond(BEHAVIOR_ASSIGNED, "False", "NoBehaviorRef", "spec.behaviorRef is not set")
+    if assignment is None:
+        return Cond(
+            BEHAVIOR_ASSIGNED,
+            "False",
+            "BehaviorNotAvailable",
+            f"AgentBehavior {behavior_ref} has no valid revision in the registry",
+        )
+    if assignment.behavior_deleted:
+        return Cond(
+            BEHAVIOR_ASSIGNED,
+            "False",
+            "BehaviorDeleted",
+            f"AgentBehavior {assignment.name} was deleted; the agent keeps its last script",
+        )
+    if assignment.name != behavior_ref:
+        return Cond(
+            BEHAVIOR_ASSIGNED,
+            "False",
+            "AssignmentPending",
+            f"assigned {assignment.name}, spec asks for {behavior_ref}",
+        )
+    return Cond(
+        BEHAVIOR_ASSIGNED,
+        "True",
+        "Assigned",
+        f"{assignment.name} revision {assignment.revision} ({assignment.reason or 'spec'})",
+    )
+
+
+def loaded_condition(assignment: AssignmentView | None, loaded_sha256: str | None) -> Cond:
+    if assignment is None or assignment.sha256 is None:
+        return Cond(BEHAVIOR_LOADED, "False", "NothingAssigned", "no behavior assigned")
+    if loaded_sha256 is None:
+        return Cond(BEHAVIOR_LOADED, "False", "NotLoaded", "no runtime has confirmed a load yet")
+    if loaded_sha256 != assignment.sha256:
+        return Cond(
+            BEHAVIOR_LOADED,
+            "False",
+            "ReloadPending",
+            f"runtime runs {loaded_sha256[:12]}, assigned {assignment.sha256[:12]}",
+        )
+    return Cond(
+        BEHAVIOR_LOADED, "True", "Loaded", f"runtime confirmed revision {assignment.revision}"
+    )
+
+
+def ready_condition(phase: str, assigned: Cond, loaded: Cond) -> Cond:
+    if phase != "Active":
+        return Cond(READY, "False", phase, f"agent is {phase.lower()}")
+    for condition in (assigned, loaded):
+        if not condition.is_true:
+            return Cond(READY, "False", condition.reason, condition.message)
+    return Cond(READY, "True", "Ready", "behavior assigned and loaded")
+
+
+def desired_agent_status(
+    current: StatusDict,
+    *,
+    behavior_ref: str | None,
+    view: AgentView,
+    now: datetime,
+    observed_generation: int | None = None,
+) -> StatusDict:
+    """The status the agent should have. observedGeneration moves only when a handler
+    reconciled the spec (it passes it); the write-back loop keeps the current one."""
+    generation = (
+        observed_generation
+        if observed_generation is not None
+        else current.get("observedGeneration")
+    )
+    phase = PHASES.get(view.status, "Active")
+    assigned = assigned_condition(behavior_ref, view.assignment)
+    loaded = loaded_condition(view.assignment, view.loaded_sha256)
+    ready = ready_condition(phase, assigned, loaded)
+    behavior = None
+    if view.assignment is not None:
+        a = view.assignment
+        behavior = _compact(
+            {
+                "name": a.name,
+                "revision": a.revision,
+                "sha256": a.sha256,
+                "assignedAt": _time(a.assigned_at),
+                "assignedBy": a.assigned_by,
+                "reason": a.reason,
+            }
+        )
+    loaded_behavior = None
+    if view.loaded_sha256 is not None:
+        loaded_behavior = _compact(
+            {"sha256": view.loaded_sha256, "loadedAt": _time(view.loaded_at)}
+        )
+    return {
+        "observedGeneration": generation,
+        "phase": phase,
+        "behavior": behavior,
+        "loadedBehavior": loaded_behavior,
+        "stats": view.stats or None,
+        "conditions": merge_conditions(
+            current.get("conditions"),
+            [assigned, loaded, ready],
+            now=now,
+            observed_generation=generation,
+        ),
+    }
+
+
+def validity_condition(ok: bool, error: str | None, line: int | None) -> Cond:
+    if ok:
+        return Cond(VALID, "True", "ScriptValid", "script compiled and survived a dry run")
+    where = f"line {line}: " if line is not None else ""
+    return Cond(VALID, "False", "InvalidScript", f"{where}{error or 'invalid script'}")
+
+
+def behavior_ready_condition(valid: Cond, revision: int | None) -> Cond:
+    if valid.is_true:
+        return Cond(READY, "True", "Ready", f"revision {revision} is served")
+    if revision is not None:
+        return Cond(
+            READY, "False", valid.reason, f"agents keep revision {revision}: {valid.message}"
+        )
+    return Cond(READY, "False", valid.reason, valid.message)
+
+
+def desired_behavior_status(
+    current: StatusDict,
+    *,
+    observed_generation: int | None,
+    valid: Cond | None = None,
+    revision: int | None = None,
+    sha256: str | None = None,
+    agent_count: int | None = None,
+    tasks: int | None = None,
+    successes: int | None = None,
+    now: datetime,
+) -> StatusDict:
+    """None arguments keep what the status already says (handlers and the loop each know a
+    part: validity and revision come from the handler, counts and stats from the loop)."""
+    generation = (
+        observed_generation
+        if observed_generation is not None
+        else current.get("observedGeneration")
+    )
+    desired: StatusDict = {
+        "observedGeneration": generation,
+        "revision": revision if revision is not None else current.get("revision"),
+        "scriptSha256": sha256 if sha256 is not None else current.get("scriptSha256"),
+        "agentCount": agent_count if agent_count is not None else current.get("agentCount", 0),
+        "stats": current.get("stats") or {"tasksCompleted": 0, "successRate": 0.0},
+    }
+    if tasks is not None:
+        rate = round(successes / tasks, 4) if tasks and successes is not None else 0.0
+        desired["stats"] = {"tasksCompleted": tasks, "successRate": rate}
+    if valid is not None:
+        desired["conditions"] = merge_conditions(
+            current.get("conditions"),
+            [valid, behavior_ready_condition(valid, desired["revision"])],
+            now=now,
+            observed_generation=generation,
+        )
+    else:
+        desired["conditions"] = current.get("conditions")
+    return desired
+
+
+def status_patch(current: StatusDict, desired: StatusDict) -> StatusDict | None:
+    """The top-level keys of `desired` that differ from `current` (None removes a key), or None
+    when the status is already what it should be."""
+    patch = {key: value for key, value in desired.items() if current.get(key) != value}
+    return patch or None

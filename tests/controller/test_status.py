@@ -1,0 +1,123 @@
+"""Conditions and status computation for the handlers and the write-back loop."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from agent_registry.controller.conditions import Cond, find, merge_conditions
+from agent_registry.controller.status import (
+    AgentView,
+    AssignmentView,
+    desired_agent_status,
+    desired_behavior_status,
+    status_patch,
+    validity_condition,
+)
+
+T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+T1 = T0 + timedelta(minutes=5)
+SHA_A = "a" * 64
+SHA_B = "b" * 64
+
+
+def test_transition_time_kept_while_status_unchanged() -> None:
+    first = merge_conditions(
+        [], [Cond("Valid", "True", "Ok", "fine")], now=T0, observed_generation=1
+    )
+    again = merge_conditions(
+        first, [Cond("Valid", "True", "Ok", "still fine")], now=T1, observed_generation=2
+    )
+    assert again[0]["lastTransitionTime"] == "2026-01-01T12:00:00Z"
+    assert again[0]["message"] == "still fine"
+    assert again[0]["observedGeneration"] == 2
+    flipped = merge_conditions(
+        again, [Cond("Valid", "False", "Bad")], now=T1, observed_generation=2
+    )
+    assert flipped[0]["lastTransitionTime"] == "2026-01-01T12:05:00Z"
+
+
+def test_other_condition_types_are_kept() -> None:
+    base = merge_conditions(
+        [], [Cond("Underperforming", "True", "Low")], now=T0, observed_generation=None
+    )
+    merged = merge_conditions(
+        base, [Cond("Ready", "True", "Ready")], now=T1, observed_generation=None
+    )
+    assert [c["type"] for c in merged] == ["Ready", "Underperforming"]
+    assert "observedGeneration" not in merged[0]
+
+
+def _view(loaded: str | None, *, status: str = "active", deleted: bool = False) -> AgentView:
+    return AgentView(
+        status=status,
+        assignment=AssignmentView(
+            name="careful",
+            revision=2,
+            sha256=SHA_A,
+            assigned_at=T0,
+            assigned_by="op",
+            reason="spec",
+            behavior_deleted=deleted,
+        ),
+        loaded_sha256=loaded,
+        loaded_at=T1 if loaded else None,
+        stats={"tasksCompleted": 3, "successRate": 0.6667},
+    )
+
+
+def test_ready_only_when_assigned_sha_is_loaded() -> None:
+    pending = desired_agent_status(
+        {}, behavior_ref="careful", view=_view(SHA_B), now=T0, observed_generation=4
+    )
+    assert find(pending["conditions"], "BehaviorAssigned")["status"] == "True"
+    loaded = find(pending["conditions"], "BehaviorLoaded")
+    assert loaded["status"] == "False"
+    assert loaded["reason"] == "ReloadPending"
+    assert find(pending["conditions"], "Ready")["status"] == "False"
+    assert pending["observedGeneration"] == 4
+    assert pending["behavior"]["sha256"] == SHA_A
+    assert pending["behavior"]["assignedAt"] == "2026-01-01T12:00:00Z"
+
+    done = desired_agent_status(pending, behavior_ref="careful", view=_view(SHA_A), now=T1)
+    assert find(done["conditions"], "BehaviorLoaded")["status"] == "True"
+    assert find(done["conditions"], "Ready")["status"] == "True"
+    assert done["observedGeneration"] == 4, "the loop never moves observedGeneration"
+    assert done["loadedBehavior"] == {"sha256": SHA_A, "loadedAt": "2026-01-01T12:05:00Z"}
+
+
+def test_deleted_behavior_unassigns_and_paused_is_not_ready() -> None:
+    gone = desired_agent_status({}, behavior_ref="careful", view=_view(SHA_A, deleted=True), now=T0)
+    assigned = find(gone["conditions"], "BehaviorAssigned")
+    assert (assigned["status"], assigned["reason"]) == ("False", "BehaviorDeleted")
+    paused = desired_agent_status(
+        {}, behavior_ref="careful", view=_view(SHA_A, status="paused"), now=T0
+    )
+    assert paused["phase"] == "Paused"
+    ready = find(paused["conditions"], "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "Paused")
+
+
+def test_no_patch_when_nothing_changed() -> None:
+    first = desired_agent_status(
+        {}, behavior_ref="careful", view=_view(SHA_A), now=T0, observed_generation=1
+    )
+    second = desired_agent_status(first, behavior_ref="careful", view=_view(SHA_A), now=T1)
+    assert status_patch(first, second) is None
+    more = AgentView(**{**_view(SHA_A).__dict__, "stats": {"tasksCompleted": 4}})
+    third = desired_agent_status(first, behavior_ref="careful", view=more, now=T1)
+    assert status_patch(first, third) == {"stats": {"tasksCompleted": 4}}
+
+
+def test_invalid_script_condition_quotes_line() -> None:
+    cond = validity_condition(False, "unexpected symbol near 'end'", 3)
+    status = desired_behavior_status({}, observed_generation=2, valid=cond, now=T0)
+    valid = find(status["conditions"], "Valid")
+    assert valid["status"] == "False"
+    assert valid["message"] == "line 3: unexpected symbol near 'end'"
+    assert status["revision"] is None
+    counted = desired_behavior_status(
+        status, observed_generation=None, agent_count=2, tasks=4, successes=3, now=T1
+    )
+    assert counted["stats"] == {"tasksCompleted": 4, "successRate": 0.75}
+    assert counted["conditions"] == status["conditions"]
+    assert counted["observedGeneration"] == 2
