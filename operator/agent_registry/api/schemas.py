@@ -1,0 +1,135 @@
+"""The API's response bodies. Field names are the registry's (the seed's column names), so
+a record projects onto its view by name; the views leave out what a client has no use for
+(the Lua source, internal counters)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _View(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class AgentView(_View):
+    """An agent as the registry knows it."""
+
+    agent_id: str = Field(description='"<namespace>/<name>" of the Agent.')
+    namespace: str
+    name: str
+    agent_role: str
+    agent_name: str | None = None
+    status: str = Field(description="active, paused or stopped.")
+    behavior_id: uuid.UUID | None = None
+    behavior_assigned_at: datetime | None = None
+    loaded_sha256: str | None = Field(
+        default=None, description="The script sha256 the runtime last confirmed it loaded."
+    )
+    loaded_at: datetime | None = None
+    cycles_completed: int = 0
+    tasks_completed: int = 0
+    success_rate: float = 1.0
+    avg_response_time_ms: float = 0.0
+    consecutive_failures: int = 0
+    last_task_at: datetime | None = None
+    last_success_at: datetime | None = None
+    last_failure_at: datetime | None = None
+    created_by: str | None = None
+    notes: str | None = None
+    inserted_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class AgentList(_View):
+    items: list[AgentView]
+
+
+class AssignmentView(_View):
+    """One behavior assignment of an agent; open while unassigned_at is null."""
+
+    id: uuid.UUID | None = None
+    agent_id: str
+    behavior_id: uuid.UUID
+    behavior_revision: int | None = None
+    script_sha256: str | None = None
+    assigned_at: datetime
+    assigned_by: str | None = None
+    reason: str | None = None
+    unassigned_at: datetime | None = None
+    tasks_completed: int = 0
+    success_rate: float = 1.0
+    outcome_notes: str | None = None
+
+
+class AssignmentList(_View):
+    items: list[AssignmentView] = Field(description="Oldest first, as the registry keeps them.")
+
+
+class BehaviorView(_View):
+    """A behavior (without its Lua source)."""
+
+    id: uuid.UUID
+    namespace: str
+    name: str
+    role_type: str
+    revision: int
+    script_sha256: str
+    parent_behavior_id: uuid.UUID | None = None
+    description: str | None = None
+    inserted_at: datetime | None = None
+    updated_at: datetime | None = None
+    deleted_at: datetime | None = None
+
+
+class Lineage(_View):
+    items: list[BehaviorView] = Field(
+        description="The behavior and its ancestors through parent_behavior_id."
+    )
+
+
+class Health(_View):
+    status: str = "ok"
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def project(model: type[M], record: Any, **extra: Any) -> M:
+    """Build `model` from the same-named attributes (or keys) of `record`, plus `extra`.
+
+    Missing names fall back to the model's defaults, so a registry record with more or
+    fewer columns still projects onto the view.
+    """
+    values: dict[str, Any] = {}
+    for name in model.model_fields:
+        if isinstance(record, Mapping):
+            if name in record:
+                values[name] = record[name]
+        elif hasattr(record, name):
+            values[name] = getattr(record, name)
+    values.update(extra)
+    return model.model_validate(values)
+
+
+def agent_view(record: Any) -> AgentView:
+    agent_id = str(record["agent_id"] if isinstance(record, Mapping) else record.agent_id)
+    namespace, _, name = agent_id.rpartition("/")
+    return project(AgentView, record, namespace=namespace, name=name)
+
+
+__all__ = [
+    "AgentList",
+    "AgentView",
+    "AssignmentList",
+    "AssignmentView",
+    "BehaviorView",
+    "Health",
+    "Lineage",
+    "agent_view",
+    "project",
+]
