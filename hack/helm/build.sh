@@ -36,12 +36,21 @@ major="${HELM_VERSION%%.*}"  # v3 or v4: the module path carries the major versi
 tmp="$(mktemp -d "$DEST_DIR/.build.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
 echo ">> building helm $HELM_VERSION from helm.sh/helm/$major (takes a few minutes on 2 cores)" >&2
+# helm's Makefile stamps the Kubernetes version it assumes for `helm template` and `helm lint`
+# (.Capabilities.KubeVersion) from its client-go version (v0.X.Y -> 1.X); without it helm claims
+# Kubernetes 1.20 and refuses charts with a newer kubeVersion. Read it from helm's own go.mod.
+gomod="$(cd "$tmp" && GOFLAGS=-mod=mod go mod download -json "helm.sh/helm/$major@$HELM_VERSION" \
+    | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')"
+client_go="$(awk '$1 == "k8s.io/client-go" { print $2; exit }' "$gomod")"  # e.g. v0.37.0
+k8s_minor="$(echo "$client_go" | cut -d. -f2)"
+[[ "$k8s_minor" =~ ^[0-9]+$ ]] || { echo "cannot read k8s.io/client-go from $gomod" >&2; exit 1; }
+ldflags="-s -w -X helm.sh/helm/$major/internal/version.version=$HELM_VERSION"
+for pkg in pkg/chartutil pkg/lint/rules; do
+    ldflags+=" -X helm.sh/helm/$major/$pkg.k8sVersionMajor=1 -X helm.sh/helm/$major/$pkg.k8sVersionMinor=$k8s_minor"
+done
 # nice: the machine is shared with other builds; CGO off gives a static binary like the release one.
-# -ldflags sets the version helm reports (release builds do the same via the Makefile).
 CGO_ENABLED=0 GOBIN="$tmp" GOFLAGS="${GOFLAGS:-} -buildvcs=false" nice -n 10 \
-    go install -trimpath \
-    -ldflags "-s -w -X helm.sh/helm/$major/internal/version.version=$HELM_VERSION" \
-    "helm.sh/helm/$major/cmd/helm@$HELM_VERSION" >&2
+    go install -trimpath -ldflags "$ldflags" "helm.sh/helm/$major/cmd/helm@$HELM_VERSION" >&2
 mv -f "$tmp/helm" "$DEST"
 "$DEST" version --short >&2
 echo "$DEST"
