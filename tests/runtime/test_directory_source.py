@@ -1,0 +1,149 @@
+"""DirectorySource on a real directory with the kubelet's layout and atomic swap
+(write_configmap_volume performs the kubelet's steps; there is no kubelet here)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from agent_registry.runtime.bundle import BehaviorBundle
+from agent_registry.runtime.directory_source import DirectorySource
+from agent_registry.runtime.kubelet_volume import write_configmap_volume
+from runtime.waiting import wait_until_sync
+
+
+def payload(version: int) -> dict[str, str]:
+    script = f"-- version {version}\nfunction on_task(task, ctx) return {version} end\n"
+    meta = {"name": "b", "namespace": "ns", "revision": version}
+    return {"behavior.lua": script, "behavior.json": json.dumps(meta)}
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.bundles: list[BehaviorBundle] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, bundle: BehaviorBundle) -> None:
+        with self.lock:
+            self.bundles.append(bundle)
+
+    @property
+    def revisions(self) -> list[int | None]:
+        with self.lock:
+            return [b.revision for b in self.bundles]
+
+
+@pytest.fixture(params=["inotify", "poll"])
+def use_inotify(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param == "inotify")
+
+
+def test_start_delivers_the_current_version_then_each_swap(
+    tmp_path: Path, use_inotify: bool
+) -> None:
+    write_configmap_volume(tmp_path, payload(1))
+    source = DirectorySource(tmp_path, poll_interval=0.05, use_inotify=use_inotify)
+    seen = Collector()
+    source.start(seen)
+    try:
+        assert seen.revisions == [1]  # before start() returned
+        for version in (2, 3, 4):
+            write_configmap_volume(tmp_path, payload(version))
+            wait_until_sync(lambda v=version: seen.revisions[-1] == v)  # type: ignore[misc]
+    finally:
+        source.stop()
+    assert seen.revisions == [1, 2, 3, 4]
+    assert seen.bundles[-1].script == payload(4)["behavior.lua"]
+    if use_inotify:
+        assert source.mode == "inotify+poll"
+
+
+def test_script_and_metadata_always_come_from_the_same_version(tmp_path: Path) -> None:
+    write_configmap_volume(tmp_path, payload(1))
+    source = DirectorySource(tmp_path)
+    stop = threading.Event()
+
+    def swapper() -> None:
+        version = 1
+        while not stop.is_set():
+            version += 1
+            write_configmap_volume(tmp_path, payload(version))
+
+    thread = threading.Thread(target=swapper)
+    thread.start()
+    reads = 0
+    try:
+        for _ in range(2000):
+            result = source.read()
+            if result is None:
+                continue  # lost every race in a row: allowed, the next check retries
+            _, bundle = result
+            assert bundle.script.startswith(f"-- version {bundle.revision}\n")
+            reads += 1
+    finally:
+        stop.set()
+        thread.join()
+    assert reads > 1000
+
+
+def test_a_directory_that_appears_later_is_picked_up(tmp_path: Path) -> None:
+    volume = tmp_path / "volume"
+    source = DirectorySource(volume, poll_interval=0.05)
+    seen = Collector()
+    source.start(seen)
+    try:
+        assert seen.revisions == []
+        write_configmap_volume(volume, payload(7))
+        wait_until_sync(lambda: seen.revisions == [7])
+    finally:
+        source.stop()
+
+
+def test_plain_directory_edited_in_place(tmp_path: Path) -> None:
+    (tmp_path / "behavior.lua").write_text("-- one\nfunction on_task() end\n")
+    source = DirectorySource(tmp_path, poll_interval=0.05)
+    seen = Collector()
+    source.start(seen)
+    try:
+        (tmp_path / "behavior.lua").write_text("-- two, longer\nfunction on_task() end\n")
+        wait_until_sync(lambda: seen.bundles[-1].script.startswith("-- two"))
+    finally:
+        source.stop()
+    assert seen.bundles[0].script.startswith("-- one")
+
+
+def test_a_failing_callback_does_not_end_the_watch(tmp_path: Path) -> None:
+    write_configmap_volume(tmp_path, payload(1))
+    calls: list[int | None] = []
+
+    def flaky(bundle: BehaviorBundle) -> None:
+        calls.append(bundle.revision)
+        if bundle.revision == 2:
+            raise RuntimeError("callback bug")
+
+    source = DirectorySource(tmp_path, poll_interval=0.05)
+    source.start(flaky)
+    try:
+        write_configmap_volume(tmp_path, payload(2))
+        wait_until_sync(lambda: calls[-1] == 2)
+        write_configmap_volume(tmp_path, payload(3))
+        wait_until_sync(lambda: calls[-1] == 3)
+    finally:
+        source.stop()
+
+
+def test_unchanged_content_is_not_delivered_again(tmp_path: Path) -> None:
+    write_configmap_volume(tmp_path, payload(1))
+    source = DirectorySource(tmp_path, poll_interval=0.02)
+    seen = Collector()
+    source.start(seen)
+    try:
+        assert not source.check()
+        write_configmap_volume(tmp_path, payload(1))  # same payload: the kubelet writes nothing
+        assert not source.check()
+    finally:
+        source.stop()
+    assert seen.revisions == [1]
