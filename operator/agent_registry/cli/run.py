@@ -1,8 +1,145 @@
-"""`agentreg run` (placeholder until its owner lands it)."""
+"""`agentreg run`: the operator (kopf), the registry API and, optionally, the webhook."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
 
 import click
 
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./agent-registry.db"
 
-@click.command(name="run")
-def command() -> None:
-    raise click.ClickException("not implemented yet")
+
+@click.command(name="run", context_settings={"auto_envvar_prefix": "AGENTREG"})
+@click.option(
+    "--database-url",
+    envvar=["AGENTREG_DATABASE_URL"],
+    default=DEFAULT_DATABASE_URL,
+    show_default=True,
+    help="Registry database (SQLAlchemy async URL): postgresql+psycopg://... or sqlite+aiosqlite.",
+)
+@click.option("--migrate/--no-migrate", default=False, help="Upgrade the schema before starting.")
+@click.option(
+    "--namespace",
+    "namespaces",
+    multiple=True,
+    help="Namespace to serve (repeatable; globs allowed). Default: all namespaces.",
+)
+@click.option(
+    "--all-namespaces", is_flag=True, default=False, help="Serve every namespace (cluster-wide)."
+)
+@click.option("--api-listen", default="0.0.0.0:8080", show_default=True, help="Registry API.")
+@click.option("--no-api", is_flag=True, default=False, help="Do not serve the registry API.")
+@click.option(
+    "--health-listen",
+    default="0.0.0.0:8081",
+    show_default=True,
+    help="kopf liveness endpoint (GET /healthz).",
+)
+@click.option("--webhook/--no-webhook", default=False, help="Serve the validating webhook.")
+@click.option("--webhook-listen", default="127.0.0.1:9443", show_default=True)
+@click.option(
+    "--webhook-host",
+    default=None,
+    help="Host the apiserver uses to reach the webhook (default: the listen address).",
+)
+@click.option("--webhook-cert", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option("--webhook-key", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option(
+    "--status-interval",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="Seconds between status write-backs (each object at most once per interval).",
+)
+@click.option(
+    "--delete-timeout",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="How long a deletion waits for an unavailable registry before letting go.",
+)
+@click.option(
+    "--registry-url",
+    default=None,
+    help="Registry API URL agents report to (rendered into Deployments). "
+    "Default: http://agent-registry.<operator namespace>.svc:8080.",
+)
+@click.option("--peering", default=None, help="kopf peering name for HA (default: standalone).")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), default=None, envvar="KUBECONFIG")
+@click.option("--verbose", "-v", is_flag=True, default=False)
+def command(
+    database_url: str,
+    migrate: bool,
+    namespaces: tuple[str, ...],
+    all_namespaces: bool,
+    api_listen: str,
+    no_api: bool,
+    health_listen: str,
+    webhook: bool,
+    webhook_listen: str,
+    webhook_host: str | None,
+    webhook_cert: str | None,
+    webhook_key: str | None,
+    status_interval: float,
+    delete_timeout: float,
+    registry_url: str | None,
+    peering: str | None,
+    kubeconfig: str | None,
+    verbose: bool,
+) -> None:
+    """Run the operator: reconcile Agents and AgentBehaviors, serve the registry API."""
+    import kopf
+
+    from agent_registry.controller.context import OperatorConfig
+    from agent_registry.controller.operator import build_registry, configure, memo_for
+
+    if namespaces and all_namespaces:
+        raise click.UsageError("--namespace and --all-namespaces are exclusive")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if kubeconfig:
+        os.environ["KUBECONFIG"] = kubeconfig  # kopf's own login reads it from there
+    if registry_url is None:
+        own_namespace = os.environ.get("POD_NAMESPACE", "agent-registry")
+        registry_url = f"http://agent-registry.{own_namespace}.svc:8080"
+    if migrate:
+        from agent_registry.registry import migrate as run_migrations
+
+        run_migrations(database_url)
+
+    config = OperatorConfig(
+        database_url=database_url,
+        registry_url=registry_url,
+        kubeconfig=kubeconfig,
+        api_listen=None if no_api else api_listen,
+        status_interval=status_interval,
+        delete_timeout=delete_timeout,
+        migrate=migrate,
+        webhook=webhook,
+    )
+    settings = kopf.OperatorSettings()
+    configure(
+        settings,
+        config,
+        listen=webhook_listen,
+        host=webhook_host,
+        certfile=webhook_cert,
+        keyfile=webhook_key,
+    )
+    host, _, port = health_listen.rpartition(":")
+    asyncio.run(
+        kopf.operator(
+            registry=build_registry(config),
+            settings=settings,
+            memo=memo_for(config),
+            standalone=peering is None,
+            peering_name=peering,
+            clusterwide=not namespaces,
+            namespaces=list(namespaces),
+            liveness_endpoint=f"http://{host or '0.0.0.0'}:{port}/healthz",
+        )
+    )

@@ -1,0 +1,274 @@
+"""Agent handlers: mirror the Agent into the registry and render what it runs.
+
+Every step is idempotent (register-or-reactivate, assign-if-different, server-side apply), so a
+handler retried after a crash or an outage converges without duplicate history rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+from typing import Any
+
+import kopf
+
+from agent_registry.controller import rendering
+from agent_registry.controller.context import ASSIGNED_BY, OperatorContext, context_of
+from agent_registry.controller.indexes import Key, ObjectState, one, state_of
+from agent_registry.controller.retrying import retry_on_outage
+from agent_registry.controller.status import desired_agent_status, status_patch
+from agent_registry.controller.views import ViewReader, open_assignment
+
+logger = logging.getLogger(__name__)
+
+REASON_SPEC = "spec"
+REASON_HOT_RELOAD = "hot_reload"
+
+
+def agent_id_of(namespace: str, name: str) -> str:
+    return f"{namespace}/{name}"
+
+
+async def ensure_registered(ctx: OperatorContext, agent: ObjectState) -> Any:
+    """The agent's registry record, registering it or reactivating a stopped one."""
+    from agent_registry.registry import AgentAlreadyRegistered, AgentNotFound
+
+    registry = ctx.registry
+    agent_id = agent_id_of(agent.namespace, agent.name)
+    try:
+        record = await registry.get_by_agent_id(agent_id)
+    except AgentNotFound:
+        record = None
+    if record is None or record.status == "stopped":
+        # Registered concurrently (another handler run)? Then the record below is current.
+        with contextlib.suppress(AgentAlreadyRegistered):
+            await registry.register_agent(
+                agent_id,
+                agent.spec["role"],
+                name=agent.spec.get("displayName") or agent.name,
+                created_by=ASSIGNED_BY,
+            )
+        record = await registry.get_by_agent_id(agent_id)
+    wanted = "paused" if agent.spec.get("paused") else "active"
+    if record.status != wanted:
+        await registry.set_status(agent_id, wanted)
+        record = await registry.get_by_agent_id(agent_id)
+    return record
+
+
+def behavior_limits(behavior_state: ObjectState | None) -> dict[str, int]:
+    limits = (behavior_state.spec.get("limits") if behavior_state else None) or {}
+    return {str(k): int(v) for k, v in limits.items() if v is not None}
+
+
+async def assign_and_render(
+    ctx: OperatorContext,
+    agent: ObjectState,
+    behavior: Any,
+    *,
+    limits: dict[str, int],
+) -> str | None:
+    """Assign `behavior` (its current revision) and apply the agent's ConfigMap.
+
+    Returns the assignment reason when the assignment changed (for an Event), else None.
+    """
+    agent_id = agent_id_of(agent.namespace, agent.name)
+    before = open_assignment(list(await ctx.registry.assignment_history(agent_id)))
+    changed = (
+        before is None
+        or before.behavior_id != behavior.id
+        or before.behavior_revision != behavior.revision
+    )
+    reason = REASON_SPEC
+    if before is not None and before.behavior_id == behavior.id and changed:
+        reason = REASON_HOT_RELOAD
+    if changed:
+        await ctx.registry.assign_behavior(
+            agent_id, behavior.id, assigned_by=ASSIGNED_BY, reason=reason
+        )
+    owner = rendering.Owner(name=agent.name, namespace=agent.namespace, uid=agent.uid)
+    snapshot = rendering.BehaviorSnapshot(
+        name=behavior.name,
+        namespace=behavior.namespace,
+        revision=behavior.revision,
+        sha256=behavior.script_sha256,
+        script=behavior.lua_script,
+        limits=limits,
+    )
+    await ctx.kube.apply(rendering.render_configmap(owner, snapshot))
+    return reason if changed else None
+
+
+async def apply_workload(ctx: OperatorContext, agent: ObjectState) -> None:
+    """The Deployment when spec.template is set; removed when the template goes away."""
+    name = rendering.deployment_name(agent.name)
+    template = agent.spec.get("template")
+    if not template:
+        existing = await ctx.kube.get("apps/v1", "deployments", agent.namespace, name)
+        labels = ((existing or {}).get("metadata") or {}).get("labels") or {}
+        if labels.get(rendering.AGENT_LABEL) == agent.name:
+            await ctx.kube.delete("apps/v1", "deployments", agent.namespace, name)
+        return
+    owner = rendering.Owner(name=agent.name, namespace=agent.namespace, uid=agent.uid)
+    await ctx.kube.apply(
+        rendering.render_deployment(
+            owner,
+            template,
+            registry_url=ctx.config.registry_url,
+            paused=bool(agent.spec.get("paused")),
+            service_account_name=agent.spec.get("serviceAccountName"),
+        )
+    )
+
+
+async def sync_agent(
+    ctx: OperatorContext,
+    agent: ObjectState,
+    behavior_state: ObjectState | None,
+    *,
+    workload: bool,
+) -> tuple[Any, str | None]:
+    """Registry + ConfigMap (+ Deployment when `workload`). Returns the agent's registry record
+    and the reason of a new assignment (None when the assignment did not change)."""
+    from agent_registry.registry import BehaviorNotFound
+
+    record = await ensure_registered(ctx, agent)
+    reason = None
+    if agent.behavior_ref is not None:
+        try:
+            behavior = await ctx.registry.get_behavior_by_name(agent.namespace, agent.behavior_ref)
+        except BehaviorNotFound:
+            behavior = None  # not valid yet: the AgentBehavior handler assigns it when it is
+        if behavior is not None and behavior.deleted_at is None:
+            reason = await assign_and_render(
+                ctx, agent, behavior, limits=behavior_limits(behavior_state)
+            )
+    if workload:
+        await apply_workload(ctx, agent)
+    return record, reason
+
+
+def post_assignment_event(agent: ObjectState, reason: str | None, status: dict[str, Any]) -> None:
+    if reason is None:
+        return
+    behavior = status.get("behavior") or {}
+    kopf.info(
+        agent.event_body(),
+        reason="BehaviorAssigned" if reason == REASON_SPEC else "BehaviorReloaded",
+        message=(
+            f"assigned {behavior.get('name')} revision {behavior.get('revision')} "
+            f"({str(behavior.get('sha256', ''))[:12]}), reason {reason}"
+        ),
+    )
+
+
+async def agent_status(
+    ctx: OperatorContext, agent: ObjectState, *, observed_generation: int | None
+) -> dict[str, Any]:
+    record = await ctx.registry.get_by_agent_id(agent_id_of(agent.namespace, agent.name))
+    view = await ViewReader(ctx.registry).view(record)
+    return desired_agent_status(
+        agent.status,
+        behavior_ref=agent.behavior_ref,
+        view=view,
+        now=datetime.datetime.now(datetime.UTC),
+        observed_generation=observed_generation,
+    )
+
+
+@retry_on_outage
+async def reconcile_agent(
+    body: kopf.Body,
+    memo: kopf.Memo,
+    patch: kopf.Patch,
+    behavior_states: kopf.Index[Key, ObjectState],
+    **_: Any,
+) -> None:
+    """create / update / resume of an Agent."""
+    ctx = context_of(memo)
+    agent = state_of("Agent", body)
+    behavior_state = (
+        one(behavior_states, (agent.namespace, agent.behavior_ref)) if agent.behavior_ref else None
+    )
+    _, reason = await sync_agent(ctx, agent, behavior_state, workload=True)
+    desired = await agent_status(ctx, agent, observed_generation=agent.generation)
+    changes = status_patch(agent.status, desired)
+    if changes:
+        patch.status.update(changes)
+    post_assignment_event(agent, reason, desired)
+    if ctx.metrics is not None:
+        ctx.metrics.reconciles.labels(kind="Agent", result="ok").inc()
+
+
+async def delete_agent(
+    body: kopf.Body,
+    memo: kopf.Memo,
+    runtime: datetime.timedelta,
+    logger: kopf.Logger,
+    **_: Any,
+) -> None:
+    """Mark the agent stopped in the registry (history kept), within a bounded time.
+
+    While the registry is down the finalizer retries; after `delete_timeout` it lets the
+    Agent go and records that the registry still shows it active (an Event and a log line).
+    """
+    from agent_registry.registry import AgentNotFound, RegistryUnavailable
+
+    ctx = context_of(memo)
+    agent = state_of("Agent", body)
+    agent_id = agent_id_of(agent.namespace, agent.name)
+    try:
+        await ctx.registry.unregister_agent(agent_id)
+    except AgentNotFound:
+        return
+    except RegistryUnavailable as exc:
+        if runtime.total_seconds() < ctx.config.delete_timeout:
+            raise kopf.TemporaryError(f"registry unavailable, retrying: {exc}", delay=5) from exc
+        message = (
+            f"registry unavailable for {int(runtime.total_seconds())}s; gave up marking "
+            f"{agent_id} stopped (the next reconcile of the same name reactivates it)"
+        )
+        logger.error(message)
+        kopf.warn(agent.event_body(), reason="RegistryUnavailable", message=message)
+        return
+    if ctx.metrics is not None:
+        ctx.metrics.reconciles.labels(kind="Agent", result="deleted").inc()
+
+
+async def reload_agents(
+    ctx: OperatorContext,
+    agents: list[ObjectState],
+    behavior_state: ObjectState | None,
+    *,
+    concurrency: int = 16,
+) -> None:
+    """After a behavior's new revision: reassign and re-render each agent using it. Only the
+    ConfigMaps change; Deployments are not touched (no pod restarts)."""
+    semaphore = asyncio.Semaphore(concurrency)
+    now = datetime.datetime.now(datetime.UTC)
+
+    async def one_agent(agent: ObjectState) -> None:
+        async with semaphore:
+            _, reason = await sync_agent(ctx, agent, behavior_state, workload=False)
+            record = await ctx.registry.get_by_agent_id(agent_id_of(agent.namespace, agent.name))
+            view = await ViewReader(ctx.registry).view(record)
+            desired = desired_agent_status(
+                agent.status, behavior_ref=agent.behavior_ref, view=view, now=now
+            )
+            changes = status_patch(agent.status, desired)
+            if changes:
+                await ctx.kube.patch_status(
+                    "agents.singularity.dev/v1alpha1",
+                    "agents",
+                    agent.namespace,
+                    agent.name,
+                    changes,
+                )
+            post_assignment_event(agent, reason, desired)
+
+    results = await asyncio.gather(*(one_agent(a) for a in agents), return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        raise errors[0]

@@ -1,0 +1,166 @@
+"""AgentBehavior handlers: validate the Lua, store the revision, hot-reload its agents."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from agent_registry.controller.agents import reload_agents
+from agent_registry.controller.context import context_of
+from agent_registry.controller.indexes import Key, ObjectState, one, state_of
+from agent_registry.controller.retrying import retry_on_outage
+from agent_registry.controller.status import (
+    desired_behavior_status,
+    status_patch,
+    validity_condition,
+)
+
+# How long a behavior waits for its parentRef to be registered before it is stored without
+# lineage (the parent may be invalid or missing for good).
+PARENT_RETRIES = 10
+
+_LIMIT_FIELDS = {
+    "maxInstructions": "max_instructions",
+    "maxMemoryBytes": "max_memory_bytes",
+    "timeoutMs": "timeout_ms",
+}
+
+
+def sandbox_limits(limits: Mapping[str, Any] | None) -> Any:
+    """agent_registry.lua.Limits from spec.limits (omitted keys keep the sandbox defaults)."""
+    from agent_registry.lua import Limits
+
+    given = {_LIMIT_FIELDS[k]: int(v) for k, v in (limits or {}).items() if k in _LIMIT_FIELDS}
+    return Limits(**given)
+
+
+async def validate(spec: Mapping[str, Any]) -> Any:
+    """ValidationResult(ok, error, line). Runs in a thread: a dry run is CPU work that must not
+    stall the event loop (the sandbox bounds it)."""
+    from agent_registry.lua import validate_script
+
+    script = str((spec.get("lua") or {}).get("script") or "")
+    return await asyncio.to_thread(validate_script, script, sandbox_limits(spec.get("limits")))
+
+
+def agents_of(
+    namespace: str,
+    name: str,
+    agents_by_behavior: kopf.Index[Key, str],
+    agent_states: kopf.Index[Key, ObjectState],
+) -> list[ObjectState]:
+    names = sorted(set(agents_by_behavior.get((namespace, name), [])))
+    states = [one(agent_states, (namespace, agent)) for agent in names]
+    return [s for s in states if isinstance(s, ObjectState)]
+
+
+@retry_on_outage
+async def reconcile_behavior(
+    body: kopf.Body,
+    memo: kopf.Memo,
+    patch: kopf.Patch,
+    retry: int,
+    logger: kopf.Logger,
+    agents_by_behavior: kopf.Index[Key, str],
+    agent_states: kopf.Index[Key, ObjectState],
+    **_: Any,
+) -> None:
+    """create / update / resume of an AgentBehavior."""
+    from agent_registry.registry import BehaviorNotFound
+
+    ctx = context_of(memo)
+    behavior = state_of("AgentBehavior", body)
+    now = datetime.datetime.now(datetime.UTC)
+    result = await validate(behavior.spec)
+    valid = validity_condition(result.ok, result.error, result.line)
+    if not result.ok:
+        desired = desired_behavior_status(
+            behavior.status, observed_generation=behavior.generation, valid=valid, now=now
+        )
+        patch.status.update(status_patch(behavior.status, desired) or {})
+        kopf.warn(body, reason="InvalidScript", message=valid.message)
+        if ctx.metrics is not None:
+            ctx.metrics.reconciles.labels(kind="AgentBehavior", result="invalid").inc()
+        return
+
+    parent_id = None
+    parent = (behavior.spec.get("parentRef") or {}).get("name")
+    if parent:
+        try:
+            parent_id = (await ctx.registry.get_behavior_by_name(behavior.namespace, parent)).id
+        except BehaviorNotFound as exc:
+            if retry < PARENT_RETRIES:
+                raise kopf.TemporaryError(f"parent {parent} not registered yet", delay=3) from exc
+            logger.warning(f"parent {parent} never became valid; stored without lineage")
+
+    record = await ctx.registry.create_behavior(
+        behavior.name,
+        behavior.spec["roleType"],
+        behavior.spec["lua"]["script"],
+        namespace=behavior.namespace,
+        parent_behavior_id=parent_id,
+        description=behavior.spec.get("description"),
+    )
+    if record.revision != behavior.status.get("revision"):
+        kopf.info(
+            body,
+            reason="Revision",
+            message=f"revision {record.revision} ({record.script_sha256[:12]})",
+        )
+    await reload_agents(
+        ctx,
+        agents_of(behavior.namespace, behavior.name, agents_by_behavior, agent_states),
+        behavior,
+    )
+    summary = await ctx.registry.behavior_summary(record.id)
+    desired = desired_behavior_status(
+        behavior.status,
+        observed_generation=behavior.generation,
+        valid=valid,
+        revision=record.revision,
+        sha256=record.script_sha256,
+        agent_count=summary.agent_count,
+        tasks=summary.tasks_completed,
+        successes=summary.successes,
+        now=now,
+    )
+    patch.status.update(status_patch(behavior.status, desired) or {})
+    if ctx.metrics is not None:
+        ctx.metrics.reconciles.labels(kind="AgentBehavior", result="ok").inc()
+
+
+async def delete_behavior(
+    body: kopf.Body,
+    memo: kopf.Memo,
+    runtime: datetime.timedelta,
+    logger: kopf.Logger,
+    agents_by_behavior: kopf.Index[Key, str],
+    agent_states: kopf.Index[Key, ObjectState],
+    **_: Any,
+) -> None:
+    """Keep the behavior's history in the registry, mark it deleted; its agents lose it."""
+    from agent_registry.registry import BehaviorNotFound, RegistryUnavailable
+
+    ctx = context_of(memo)
+    behavior = state_of("AgentBehavior", body)
+    try:
+        await ctx.registry.mark_behavior_deleted(behavior.namespace, behavior.name)
+    except BehaviorNotFound:
+        return  # never valid, never stored
+    except RegistryUnavailable as exc:
+        if runtime.total_seconds() < ctx.config.delete_timeout:
+            raise kopf.TemporaryError(f"registry unavailable, retrying: {exc}", delay=5) from exc
+        message = f"registry unavailable; gave up marking {behavior.name} deleted"
+        logger.error(message)
+        kopf.warn(body, reason="RegistryUnavailable", message=message)
+        return
+    for agent in agents_of(behavior.namespace, behavior.name, agents_by_behavior, agent_states):
+        kopf.warn(
+            agent.event_body(),
+            reason="BehaviorDeleted",
+            message=f"AgentBehavior {behavior.name} was deleted; the agent keeps its last script",
+        )

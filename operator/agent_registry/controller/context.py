@@ -1,0 +1,50 @@
+"""What the handlers share within one operator process: settings and per-loop clients.
+
+kopf hands `memo` to every handler; `OperatorContext` lives in `memo.context`. The registry
+service and the Kubernetes session are created in the startup handler, on kopf's own event loop
+(an SQLAlchemy engine and an aiohttp session each belong to one loop).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agent_registry.controller.kubeapi import Kube
+    from agent_registry.metrics import Metrics
+    from agent_registry.registry import RegistryService
+
+# Who the registry records as having made an assignment.
+ASSIGNED_BY = "agent-registry-operator"
+
+
+@dataclass
+class OperatorConfig:
+    """Settings from `agentreg run` flags (see docs/ and the README's Configuration)."""
+
+    database_url: str
+    registry_url: str
+    kubeconfig: str | None = None
+    api_listen: str | None = "0.0.0.0:8080"
+    status_interval: float = 5.0
+    delete_timeout: float = 60.0
+    migrate: bool = False
+    webhook: bool = False
+
+
+@dataclass
+class OperatorContext:
+    config: OperatorConfig
+    registry: RegistryService
+    kube: Kube
+    metrics: Metrics | None = None
+    # Background tasks started at startup (the status loop, the API server), stopped at cleanup.
+    tasks: list[Any] = field(default_factory=list)
+
+
+def context_of(memo: Any) -> OperatorContext:
+    context = getattr(memo, "context", None)
+    if not isinstance(context, OperatorContext):
+        raise RuntimeError("the operator context is not set up (startup handler did not run)")
+    return context

@@ -1,0 +1,136 @@
+"""Assemble the operator: kopf settings, handler registration, startup and cleanup.
+
+Handlers are registered on an explicit `kopf.OperatorRegistry` (not on import), so the webhook
+exists only when asked for and tests can build an operator of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import kopf
+
+from agent_registry.controller import agents, behaviors, indexes, webhook
+from agent_registry.controller.context import OperatorConfig, OperatorContext, context_of
+from agent_registry.controller.indexes import Key, ObjectState
+from agent_registry.controller.writeback import run_status_loop
+from agent_registry.resources.common import GROUP, VERSION
+
+logger = logging.getLogger(__name__)
+
+PREFIX = GROUP  # annotations and finalizer live under our own group, not kopf.zalando.org
+FINALIZER = f"{GROUP}/registry"
+
+
+def configure(settings: kopf.OperatorSettings, config: OperatorConfig, **webhook_args: Any) -> None:
+    # Progress and the last-handled spec in annotations: status stays ours (schema-valid).
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PREFIX, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = FINALIZER
+    # Only the Events we post on purpose, not one per log line.
+    settings.posting.level = logging.WARNING
+    # Resources are known at startup (CRDs installed first): no CRD/namespace watch, less RBAC.
+    settings.scanning.disabled = True
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = 60
+    if config.webhook:
+        settings.admission.server = webhook.webhook_server(**webhook_args)
+        settings.admission.managed = webhook.WEBHOOK_CONFIGURATION
+
+
+async def startup(
+    memo: kopf.Memo,
+    agent_states: kopf.Index[Key, ObjectState],
+    behavior_states: kopf.Index[Key, ObjectState],
+    **_: Any,
+) -> None:
+    """Clients on kopf's event loop, the registry API server, the status loop."""
+    from agent_registry.controller.kubeapi import Kube
+    from agent_registry.metrics import Metrics
+    from agent_registry.registry import RegistryService
+
+    config: OperatorConfig = memo.config
+    registry = RegistryService.from_url(config.database_url)
+    ctx = OperatorContext(
+        config=config,
+        registry=registry,
+        kube=Kube.from_kubeconfig(config.kubeconfig),
+        metrics=Metrics(),
+    )
+    memo.context = ctx
+    if config.api_listen:
+        ctx.tasks.append(await start_api(ctx, config.api_listen))
+    ctx.tasks.append(
+        asyncio.create_task(run_status_loop(ctx, agent_states, behavior_states), name="status")
+    )
+
+
+async def start_api(ctx: OperatorContext, listen: str) -> Any:
+    from aiohttp import web
+
+    from agent_registry.api import Authenticator, create_app
+
+    app = create_app(
+        ctx.registry, Authenticator.from_kubeconfig(ctx.config.kubeconfig), metrics=ctx.metrics
+    )
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    host, _, port = listen.rpartition(":")
+    await web.TCPSite(runner, host or "0.0.0.0", int(port)).start()
+    logger.info(f"registry API listening on {listen}")
+    return runner
+
+
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    ctx = context_of(memo)
+    for task in reversed(ctx.tasks):
+        if isinstance(task, asyncio.Task):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        else:
+            await task.cleanup()
+    await ctx.kube.close()
+    await ctx.registry.close()
+
+
+def _fn(handler: Any) -> Any:
+    """kopf's handler protocols list every keyword; ours take the few they use and `**_`."""
+    return handler
+
+
+def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+    agent = (GROUP, VERSION, "agents")
+    behavior = (GROUP, VERSION, "agentbehaviors")
+
+    kopf.on.startup(registry=registry)(_fn(startup))
+    kopf.on.cleanup(registry=registry)(_fn(cleanup))
+
+    kopf.index(*agent, registry=registry)(_fn(indexes.agent_states))
+    kopf.index(*agent, registry=registry)(_fn(indexes.agents_by_behavior))
+    kopf.index(*behavior, registry=registry)(_fn(indexes.behavior_states))
+
+    for on in (kopf.on.create, kopf.on.update, kopf.on.resume):
+        on(*agent, registry=registry, id="reconcile")(_fn(agents.reconcile_agent))
+        on(*behavior, registry=registry, id="reconcile")(_fn(behaviors.reconcile_behavior))
+    kopf.on.delete(*agent, registry=registry, id="unregister")(_fn(agents.delete_agent))
+    kopf.on.delete(*behavior, registry=registry, id="mark-deleted")(_fn(behaviors.delete_behavior))
+
+    if config.webhook:
+        kopf.on.validate(*behavior, registry=registry, id="lua", operations=["CREATE", "UPDATE"])(
+            _fn(webhook.validate_behavior)
+        )
+    return registry
+
+
+def memo_for(config: OperatorConfig) -> kopf.Memo:
+    return kopf.Memo(config=config)
+
+
+__all__ = ["build_registry", "cleanup", "configure", "context_of", "memo_for", "startup"]

@@ -1,0 +1,86 @@
+"""Read the registry into the views status computation needs (controller.status)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from agent_registry.controller.status import AgentView, AssignmentView, stats_from_record
+
+if TYPE_CHECKING:
+    from agent_registry.registry import RegistryService
+
+
+def open_assignment(history: list[Any]) -> Any | None:
+    """The agent's current assignment row (the last one not yet closed)."""
+    for row in reversed(history):
+        if getattr(row, "unassigned_at", None) is None:
+            return row
+    return None
+
+
+def assignment_view(assignment: Any, behavior: Any | None) -> AssignmentView:
+    return AssignmentView(
+        name=behavior.name if behavior is not None else str(assignment.behavior_id),
+        revision=assignment.behavior_revision,
+        sha256=assignment.script_sha256,
+        assigned_at=assignment.assigned_at,
+        assigned_by=assignment.assigned_by,
+        reason=assignment.reason,
+        behavior_deleted=behavior is None or behavior.deleted_at is not None,
+    )
+
+
+def agent_view(record: Any, assignment: AssignmentView | None) -> AgentView:
+    return AgentView(
+        status=record.status,
+        assignment=assignment,
+        loaded_sha256=record.loaded_sha256,
+        loaded_at=record.loaded_at,
+        stats=stats_from_record(record),
+    )
+
+
+class ViewReader:
+    """Builds AgentViews, caching assignments by what identifies them (the loop runs often,
+    assignments change rarely: one history query per change, not per tick)."""
+
+    def __init__(self, registry: RegistryService) -> None:
+        self._registry = registry
+        # agent_id -> (what identifies the assignment, the assignment row)
+        self._assignments: dict[str, tuple[tuple[Any, ...], Any]] = {}
+        self._behaviors: dict[uuid.UUID, Any] = {}
+
+    def forget_behaviors(self) -> None:
+        """Behaviors are re-read once per tick (revision and deletion change)."""
+        self._behaviors.clear()
+
+    async def behavior(self, behavior_id: uuid.UUID) -> Any | None:
+        from agent_registry.registry import BehaviorNotFound
+
+        if behavior_id not in self._behaviors:
+            try:
+                self._behaviors[behavior_id] = await self._registry.get_behavior(behavior_id)
+            except BehaviorNotFound:
+                self._behaviors[behavior_id] = None
+        return self._behaviors[behavior_id]
+
+    async def view(self, record: Any) -> AgentView:
+        if record.behavior_id is None:
+            return agent_view(record, None)
+        behavior = await self.behavior(record.behavior_id)
+        key = (
+            record.behavior_id,
+            record.behavior_assigned_at,
+            getattr(behavior, "revision", None),
+        )
+        cached = self._assignments.get(record.agent_id)
+        if cached is not None and cached[0] == key:
+            assignment = cached[1]
+        else:
+            history = await self._registry.assignment_history(record.agent_id)
+            assignment = open_assignment(list(history))
+            if assignment is None:
+                return agent_view(record, None)
+            self._assignments[record.agent_id] = (key, assignment)
+        return agent_view(record, assignment_view(assignment, behavior))

@@ -1,0 +1,101 @@
+"""The validating admission webhook: refuse an AgentBehavior whose Lua does not validate.
+
+kopf serves it and manages the ValidatingWebhookConfiguration (URL + caBundle). kopf's own
+self-signed certificates need `certbuilder`; we make one with `cryptography` (already a
+dependency) and hand kopf the files.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import kopf
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+WEBHOOK_CONFIGURATION = "agent-registry.agents.singularity.dev"
+
+
+def self_signed_certificate(hosts: list[str], directory: Path) -> tuple[Path, Path]:
+    """A self-signed serving certificate for `hosts` (IPs or DNS names); (certfile, keyfile)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
+    sans: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            sans.append(x509.DNSName(host))
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    certfile = directory / "tls.crt"
+    keyfile = directory / "tls.key"
+    certfile.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    keyfile.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    keyfile.chmod(0o600)
+    return certfile, keyfile
+
+
+def webhook_server(
+    listen: str,
+    *,
+    host: str | None = None,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+) -> kopf.WebhookServer:
+    """kopf's webhook server on `listen` (ADDR:PORT). Without a certificate, a self-signed one
+    for the advertised host (the apiserver reaches 127.0.0.1 in the local control plane)."""
+    addr, _, port = listen.rpartition(":")
+    advertised = host or (addr if addr not in ("", "0.0.0.0", "::") else "127.0.0.1")
+    if certfile is None or keyfile is None:
+        directory = Path(tempfile.mkdtemp(prefix="agentreg-webhook-"))
+        cert_path, key_path = self_signed_certificate([advertised], directory)
+        certfile, keyfile = str(cert_path), str(key_path)
+    return kopf.WebhookServer(
+        addr=addr or "0.0.0.0",
+        port=int(port),
+        host=advertised,
+        certfile=certfile,
+        pkeyfile=keyfile,
+    )
+
+
+def rejection_message(error: str | None, line: int | None) -> str:
+    where = f"line {line}: " if line is not None else ""
+    return f"spec.lua.script is not a valid behavior: {where}{error or 'invalid script'}"
+
+
+def validate_behavior(spec: Mapping[str, Any], **_: Any) -> None:
+    """Admission: refuse a script that would be marked Valid=False."""
+    from agent_registry.controller.behaviors import sandbox_limits
+    from agent_registry.lua import validate_script
+
+    script = str((spec.get("lua") or {}).get("script") or "")
+    result = validate_script(script, sandbox_limits(spec.get("limits")))
+    if not result.ok:
+        raise kopf.AdmissionError(rejection_message(result.error, result.line), code=422)

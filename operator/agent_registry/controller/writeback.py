@@ -1,0 +1,165 @@
+"""The status write-back loop: registry stats and runtime confirmations -> status.
+
+One loop for all objects, over kopf's in-memory indexes (a timer per Agent costs a core at a few
+thousand agents, see ARCHITECTURE.md). Each tick reads the registry in bulk, computes every
+object's desired status, and patches only those that changed, so each object is written at
+most once per interval and not at all while nothing changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from agent_registry.controller.agents import agent_id_of
+from agent_registry.controller.context import OperatorContext
+from agent_registry.controller.indexes import Key, ObjectState
+from agent_registry.controller.kubeapi import KubeError, KubeUnavailable
+from agent_registry.controller.status import (
+    BEHAVIOR_LOADED,
+    desired_agent_status,
+    desired_behavior_status,
+    status_patch,
+)
+from agent_registry.controller.views import ViewReader
+from agent_registry.resources.common import API_VERSION
+
+logger = logging.getLogger(__name__)
+
+Patch = tuple[ObjectState, dict[str, Any]]
+
+
+def _states(index: Mapping[Key, Any]) -> list[ObjectState]:
+    states: list[ObjectState] = []
+    for store in list(index.values()):
+        states.extend(v for v in store if isinstance(v, ObjectState))
+    return states
+
+
+def _loaded_now(state: ObjectState, changes: dict[str, Any]) -> bool:
+    """True when this patch flips BehaviorLoaded to True (worth an Event)."""
+    for condition in changes.get("conditions") or []:
+        if condition.get("type") == BEHAVIOR_LOADED and condition.get("status") == "True":
+            for old in state.status.get("conditions") or []:
+                if old.get("type") == BEHAVIOR_LOADED:
+                    return bool(old.get("status") != "True")
+            return True
+    return False
+
+
+class StatusWriter:
+    def __init__(self, ctx: OperatorContext, *, concurrency: int = 8) -> None:
+        self.ctx = ctx
+        self.reader = ViewReader(ctx.registry)
+        self.concurrency = concurrency
+
+    async def agent_patches(self, agents: list[ObjectState]) -> list[Patch]:
+        records = {r.agent_id: r for r in await self.ctx.registry.list_agents()}
+        now = datetime.datetime.now(datetime.UTC)
+        patches: list[Patch] = []
+        for agent in agents:
+            record = records.get(agent_id_of(agent.namespace, agent.name))
+            if record is None:
+                continue  # not registered yet: its create handler is on it
+            view = await self.reader.view(record)
+            desired = desired_agent_status(
+                agent.status, behavior_ref=agent.behavior_ref, view=view, now=now
+            )
+            changes = status_patch(agent.status, desired)
+            if changes:
+                patches.append((agent, changes))
+        return patches
+
+    async def behavior_patches(self, behaviors: list[ObjectState]) -> list[Patch]:
+        from agent_registry.registry import BehaviorNotFound
+
+        now = datetime.datetime.now(datetime.UTC)
+        patches: list[Patch] = []
+        for behavior in behaviors:
+            try:
+                record = await self.ctx.registry.get_behavior_by_name(
+                    behavior.namespace, behavior.name
+                )
+            except BehaviorNotFound:
+                continue  # never valid: nothing to count
+            summary = await self.ctx.registry.behavior_summary(record.id)
+            desired = desired_behavior_status(
+                behavior.status,
+                observed_generation=None,
+                agent_count=summary.agent_count,
+                tasks=summary.tasks_completed,
+                successes=summary.successes,
+                now=now,
+            )
+            changes = status_patch(behavior.status, desired)
+            if changes:
+                patches.append((behavior, changes))
+        return patches
+
+    async def write(self, patches: list[Patch]) -> int:
+        semaphore = asyncio.Semaphore(self.concurrency)
+        written = 0
+
+        async def send(state: ObjectState, changes: dict[str, Any]) -> None:
+            nonlocal written
+            plural = "agents" if state.kind == "Agent" else "agentbehaviors"
+            async with semaphore:
+                try:
+                    await self.ctx.kube.patch_status(
+                        API_VERSION, plural, state.namespace, state.name, changes
+                    )
+                except KubeError as exc:
+                    logger.warning(f"status of {state.kind} {state.namespace}/{state.name}: {exc}")
+                    return
+            written += 1
+            if state.kind == "Agent" and _loaded_now(state, changes):
+                loaded = changes.get("loadedBehavior") or state.status.get("loadedBehavior") or {}
+                kopf.info(
+                    state.event_body(),
+                    reason="BehaviorLoaded",
+                    message=f"runtime confirmed {str(loaded.get('sha256', ''))[:12]}",
+                )
+
+        await asyncio.gather(*(send(state, changes) for state, changes in patches))
+        return written
+
+    async def tick(
+        self,
+        agent_states: Mapping[Key, Any],
+        behavior_states: Mapping[Key, Any],
+    ) -> int:
+        self.reader.forget_behaviors()
+        patches = await self.agent_patches(_states(agent_states))
+        patches += await self.behavior_patches(_states(behavior_states))
+        return await self.write(patches)
+
+
+async def run_status_loop(
+    ctx: OperatorContext,
+    agent_states: Mapping[Key, Any],
+    behavior_states: Mapping[Key, Any],
+) -> None:
+    """Forever: one tick per `status_interval`; outages are logged and the next tick retries."""
+    from agent_registry.registry import RegistryError
+
+    writer = StatusWriter(ctx)
+    interval = ctx.config.status_interval
+    while True:
+        started = time.monotonic()
+        try:
+            written = await writer.tick(agent_states, behavior_states)
+            if written:
+                logger.debug(f"status write-back: {written} objects patched")
+        except (RegistryError, KubeUnavailable) as exc:
+            logger.warning(f"status write-back skipped a tick: {exc}")
+            if ctx.metrics is not None:
+                ctx.metrics.registry_errors.labels(operation="status_loop").inc()
+        except Exception:
+            logger.exception("status write-back tick failed")
+        await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
