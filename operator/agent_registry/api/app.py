@@ -13,7 +13,14 @@ from agent_registry.api.context import AUTHENTICATOR, METRICS, OPENAPI, REGISTRY
 from agent_registry.api.endpoints import Endpoint, Handler, Param, path_params
 from agent_registry.api.openapi import OPENAPI_PATH, build_document
 from agent_registry.api.problems import Problem, from_http_exception
-from agent_registry.api.schemas import AgentList, AgentView, AssignmentList, Health, Lineage
+from agent_registry.api.schemas import (
+    AgentList,
+    AgentView,
+    AssignmentList,
+    Health,
+    Lineage,
+    UnderperformerList,
+)
 from agent_registry.metrics import Metrics
 from agent_registry.registry import RegistryService
 from agent_registry.reports import OutcomeReport, ReportAccepted
@@ -93,7 +100,7 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
         reading.list_underperformers,
         "listUnderperformers",
         "Active agents whose current assignment succeeds less than the threshold",
-        AgentList,
+        UnderperformerList,
         params=(
             Param(
                 "threshold",

@@ -30,8 +30,10 @@ from agent_registry.api.schemas import (
     AssignmentView,
     BehaviorView,
     Lineage,
+    UnderperformerList,
     agent_view,
     project,
+    underperformer_view,
 )
 from agent_registry.registry import AgentNotFound, BehaviorNotFound
 
@@ -138,8 +140,10 @@ async def list_underperformers(request: web.Request) -> web.Response:
         ),
     )
     # The registry ranks across namespaces; a namespaced caller sees its namespace's share.
-    views = [agent_view(r) for r in records]
-    return _json(AgentList(items=[v for v in views if _in_namespace(v.agent_id, query.namespace)]))
+    views = [underperformer_view(r) for r in records]
+    return _json(
+        UnderperformerList(items=[v for v in views if _in_namespace(v.agent_id, query.namespace)])
+    )
 
 
 async def behavior_lineage(request: web.Request) -> web.Response:

@@ -64,10 +64,23 @@ class AssignmentView(_View):
     tasks_completed: int = 0
     success_rate: float = 1.0
     outcome_notes: str | None = None
+    loaded_at: datetime | None = Field(
+        default=None, description="When the agent first confirmed it loaded this script."
+    )
 
 
 class AssignmentList(_View):
     items: list[AssignmentView] = Field(description="Oldest first, as the registry keeps them.")
+
+
+class UnderperformerView(AgentView):
+    """An underperforming agent, with the current assignment whose results were judged."""
+
+    assignment: AssignmentView | None = None
+
+
+class UnderperformerList(_View):
+    items: list[UnderperformerView] = Field(description="Worst success rate first.")
 
 
 class BehaviorView(_View):
@@ -116,10 +129,24 @@ def project(model: type[M], record: Any, **extra: Any) -> M:
     return model.model_validate(values)
 
 
-def agent_view(record: Any) -> AgentView:
+def _agent_names(record: Any) -> dict[str, str]:
     agent_id = str(record["agent_id"] if isinstance(record, Mapping) else record.agent_id)
     namespace, _, name = agent_id.rpartition("/")
-    return project(AgentView, record, namespace=namespace, name=name)
+    return {"namespace": namespace, "name": name}
+
+
+def agent_view(record: Any) -> AgentView:
+    return project(AgentView, record, **_agent_names(record))
+
+
+def underperformer_view(record: Any) -> UnderperformerView:
+    assignment = getattr(record, "assignment", None)
+    return project(
+        UnderperformerView,
+        record,
+        **_agent_names(record),
+        assignment=project(AssignmentView, assignment) if assignment is not None else None,
+    )
 
 
 __all__ = [
@@ -130,6 +157,9 @@ __all__ = [
     "BehaviorView",
     "Health",
     "Lineage",
+    "UnderperformerList",
+    "UnderperformerView",
     "agent_view",
     "project",
+    "underperformer_view",
 ]

@@ -1,0 +1,105 @@
+"""The pure access rules: who may report for which Agent (no servers needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent_registry.api.access import (
+    AgentRef,
+    Identity,
+    Verdict,
+    is_namespace,
+    is_object_name,
+    report_decision,
+)
+
+RUNNER = Identity(username="system:serviceaccount:team-a:runner", uid="u1")
+
+
+def test_service_account_parsed_from_username() -> None:
+    assert RUNNER.service_account == ("team-a", "runner")
+    assert Identity(username="alice").service_account is None
+    assert Identity(username="system:serviceaccount:only-namespace").service_account is None
+
+
+def test_identity_from_token_review() -> None:
+    status = {
+        "authenticated": True,
+        "user": {
+            "username": "system:serviceaccount:team-a:runner",
+            "uid": "abc",
+            "groups": ["system:serviceaccounts", "system:serviceaccounts:team-a"],
+            "extra": {"authentication.kubernetes.io/pod-name": ["p1"]},
+        },
+    }
+    identity = Identity.from_token_review(status)
+    assert identity is not None
+    assert identity.service_account == ("team-a", "runner")
+    assert identity.groups == ("system:serviceaccounts", "system:serviceaccounts:team-a")
+    spec = identity.access_review_spec({"verb": "get"})
+    assert spec["extra"] == {"authentication.kubernetes.io/pod-name": ["p1"]}
+    assert spec["uid"] == "abc"
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        {"authenticated": False, "error": "invalid bearer token"},
+        {},
+        {"authenticated": True, "user": {}},
+    ],
+)
+def test_unauthenticated_token_review(status: dict[str, object]) -> None:
+    assert Identity.from_token_review(status) is None
+
+
+def test_same_namespace_any_service_account_when_agent_names_none() -> None:
+    agent = AgentRef("team-a", "a1", None)
+    assert report_decision(RUNNER, "team-a", agent).allowed
+
+
+def test_other_namespace_is_forbidden_even_for_a_missing_agent() -> None:
+    decision = report_decision(RUNNER, "team-b", None)
+    assert decision.verdict is Verdict.FORBIDDEN
+    assert "team-a" in decision.reason
+
+
+def test_missing_agent_is_not_found() -> None:
+    assert report_decision(RUNNER, "team-a", None).verdict is Verdict.NOT_FOUND
+
+
+def test_agent_service_account_must_match() -> None:
+    assert report_decision(RUNNER, "team-a", AgentRef("team-a", "a1", "runner")).allowed
+    decision = report_decision(RUNNER, "team-a", AgentRef("team-a", "a1", "other"))
+    assert decision.verdict is Verdict.FORBIDDEN
+    assert "other" in decision.reason
+
+
+def test_users_that_are_not_service_accounts_may_not_report() -> None:
+    admin = Identity(username="kubernetes-admin", groups=("system:masters",))
+    decision = report_decision(admin, "team-a", AgentRef("team-a", "a1", None))
+    assert decision.verdict is Verdict.FORBIDDEN
+
+
+def test_agent_ref_from_object() -> None:
+    obj = {"metadata": {"namespace": "n", "name": "a"}, "spec": {"serviceAccountName": "sa"}}
+    assert AgentRef.from_object(obj) == AgentRef("n", "a", "sa")
+    assert AgentRef.from_object({"metadata": {"namespace": "n", "name": "a"}, "spec": {}}) == (
+        AgentRef("n", "a", None)
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "namespace", "name"),
+    [
+        ("team-a", True, True),
+        ("a.b", False, True),
+        ("..", False, False),
+        ("UPPER", False, False),
+        ("-x", False, False),
+        ("x" * 64, False, True),
+    ],
+)
+def test_kubernetes_names(value: str, namespace: bool, name: bool) -> None:
+    assert is_namespace(value) is namespace
+    assert is_object_name(value) is name

@@ -1,0 +1,200 @@
+"""POST /v1/agents/{ns}/{name}/reports against a real registry and a real kube-apiserver."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from conftest import Api, Kube, report_body, serve
+
+SCRIPT = "function on_task(task, ctx) return {accept = true, effort = 0.5} end\n"
+
+
+async def _agent(api: Api, kube: Kube, namespace: str, name: str, **kw: str) -> None:
+    kube.agent(namespace, name, **kw)
+    await api.registry.register_agent(f"{namespace}/{name}", "tester")
+
+
+async def test_accepted_report_updates_the_agent_stats(
+    api: Api, kube: Kube, namespace: str
+) -> None:
+    await _agent(api, kube, namespace, "a1")
+    token = kube.token(namespace, "runner")
+
+    status, body, _ = await api.report(namespace, "a1", report_body(2, 1, cycles=4), token)
+
+    assert status == 202, body
+    assert body["recorded"] == 3
+    assert body["duplicate"] is False
+    agent = await api.registry.get_by_agent_id(f"{namespace}/a1")
+    assert agent.tasks_completed == 3
+    assert abs(agent.success_rate - 2 / 3) < 1e-9
+    assert agent.cycles_completed == 4
+    assert api.metric("reports_ingested_total", {"result": "accepted"}) == 1
+    assert api.metric("outcomes_ingested_total") == 3
+
+
+async def test_a_retried_batch_is_counted_once(api: Api, kube: Kube, namespace: str) -> None:
+    await _agent(api, kube, namespace, "a1")
+    token = kube.token(namespace, "runner")
+    body = report_body(3, 0, batch_id=uuid.uuid4())
+
+    first = await api.report(namespace, "a1", body, token)
+    second = await api.report(namespace, "a1", body, token)
+
+    assert first[0] == second[0] == 202
+    assert second[1] == {"batch_id": body["batch_id"], "recorded": 0, "duplicate": True}
+    agent = await api.registry.get_by_agent_id(f"{namespace}/a1")
+    assert agent.tasks_completed == 3
+    assert api.metric("reports_ingested_total", {"result": "duplicate"}) == 1
+    assert api.metric("outcomes_ingested_total") == 3
+
+
+async def test_no_token_or_a_bad_token_is_401(api: Api, kube: Kube, namespace: str) -> None:
+    await _agent(api, kube, namespace, "a1")
+    for token in (None, "not-a-token"):
+        status, body, headers = await api.report(namespace, "a1", report_body(), token)
+        assert status == 401, body
+        assert headers["Content-Type"].startswith("application/problem+json")
+        assert headers["WWW-Authenticate"].startswith("Bearer")
+    assert api.metric("reports_ingested_total", {"result": "unauthenticated"}) == 2
+    assert (await api.registry.get_by_agent_id(f"{namespace}/a1")).tasks_completed == 0
+
+
+async def test_a_token_of_another_namespace_is_403(
+    api: Api, kube: Kube, namespace: str, other_namespace: str
+) -> None:
+    await _agent(api, kube, namespace, "a1")
+    token = kube.token(other_namespace, "runner")
+
+    status, body, _ = await api.report(namespace, "a1", report_body(), token)
+
+    assert status == 403, body
+    assert other_namespace in body["detail"]
+    assert (await api.registry.get_by_agent_id(f"{namespace}/a1")).tasks_completed == 0
+
+
+async def test_only_the_agents_service_account_may_report(
+    api: Api, kube: Kube, namespace: str
+) -> None:
+    await _agent(api, kube, namespace, "a1", service_account="runner-a")
+    wrong = kube.token(namespace, "runner-b")
+    right = kube.token(namespace, "runner-a")
+
+    refused = await api.report(namespace, "a1", report_body(), wrong)
+    accepted = await api.report(namespace, "a1", report_body(), right)
+
+    assert refused[0] == 403, refused[1]
+    assert "runner-a" in refused[1]["detail"]
+    assert accepted[0] == 202, accepted[1]
+    assert api.metric("reports_ingested_total", {"result": "forbidden"}) == 1
+
+
+async def test_an_unknown_agent_is_404(api: Api, kube: Kube, namespace: str) -> None:
+    token = kube.token(namespace, "runner")
+    status, body, _ = await api.report(namespace, "ghost", report_body(), token)
+    assert status == 404, body
+    assert api.metric("reports_ingested_total", {"result": "not_found"}) == 1
+
+
+async def test_an_agent_not_yet_registered_is_retried_later(
+    api: Api, kube: Kube, namespace: str
+) -> None:
+    kube.agent(namespace, "a1")  # in Kubernetes, the controller has not registered it yet
+    token = kube.token(namespace, "runner")
+    status, body, headers = await api.report(namespace, "a1", report_body(), token)
+    assert status == 503, body
+    assert int(headers["Retry-After"]) > 0
+
+
+async def test_an_invalid_body_is_422_with_locations(api: Api, kube: Kube, namespace: str) -> None:
+    await _agent(api, kube, namespace, "a1")
+    token = kube.token(namespace, "runner")
+    body = report_body()
+    body["outcomes"][1] = {"success": "maybe"}
+    body["cycles"] = -1
+
+    status, problem, _ = await api.report(namespace, "a1", body, token)
+
+    assert status == 422, problem
+    locations = [error["loc"] for error in problem["errors"]]
+    assert ["body", "outcomes", 1, "success"] in locations
+    assert ["body", "cycles"] in locations
+    status, problem, _ = await api.report(namespace, "a1", "{not json", token)
+    assert status == 422
+    assert problem["errors"][0]["loc"] == ["body"]
+    assert api.metric("reports_ingested_total", {"result": "invalid"}) == 2
+
+
+async def test_a_body_over_the_limit_is_413(api: Api, kube: Kube, namespace: str) -> None:
+    await _agent(api, kube, namespace, "a1")
+    token = kube.token(namespace, "runner")
+    status, problem, _ = await api.report(namespace, "a1", " " * (3 * 1024 * 1024), token)
+    assert status == 413, problem
+    assert problem["status"] == 413
+
+
+async def test_registry_down_is_503_with_retry_after(kube: Kube, namespace: str) -> None:
+    from agent_registry.registry import RegistryService
+
+    # A real PostgreSQL driver against a port nothing listens on: the outage as the
+    # registry sees it, without stopping the session's shared server.
+    registry = RegistryService.from_url("postgresql+psycopg://agentreg:x@127.0.0.1:9/agentreg")
+    api = await serve(registry, kube.cluster.kubeconfig)
+    try:
+        kube.agent(namespace, "a1")
+        token = kube.token(namespace, "runner")
+        status, problem, headers = await api.report(namespace, "a1", report_body(), token)
+        assert status == 503, problem
+        assert int(headers["Retry-After"]) > 0
+        assert api.metric("registry_errors_total", {"operation": "record_tasks"}) == 1
+        assert api.metric("reports_ingested_total", {"result": "unavailable"}) == 1
+    finally:
+        await api.client.close()
+        await registry.close()
+
+
+async def test_a_new_load_confirmation_observes_reload_latency(
+    api: Api, kube: Kube, namespace: str
+) -> None:
+    await _agent(api, kube, namespace, "a1")
+    behavior = await api.registry.create_behavior("b1", "tester", SCRIPT, namespace=namespace)
+    await api.registry.assign_behavior(f"{namespace}/a1", behavior.id)
+    token = kube.token(namespace, "runner")
+    sha = hashlib.sha256(SCRIPT.encode()).hexdigest()
+    assert behavior.script_sha256 == sha
+    body = report_body(1, 0)
+    body["loaded"] = {
+        "sha256": sha,
+        "loaded_at": (datetime.now(UTC) + timedelta(seconds=1)).isoformat(),
+        "revision": 1,
+    }
+
+    assert (await api.report(namespace, "a1", body, token))[0] == 202
+    body["batch_id"] = str(uuid.uuid4())
+    assert (await api.report(namespace, "a1", body, token))[0] == 202
+
+    # Observed once: the second report repeats a confirmation already known.
+    assert api.metric("reload_latency_seconds_count") == 1
+    assert api.metric("reload_latency_seconds_sum") >= 0.5
+    agent = await api.registry.get_by_agent_id(f"{namespace}/a1")
+    assert agent.loaded_sha256 == sha
+
+
+async def test_a_load_failure_is_accepted_and_logged(
+    api: Api, kube: Kube, namespace: str, caplog: object
+) -> None:
+    await _agent(api, kube, namespace, "a1")
+    token = kube.token(namespace, "runner")
+    body = report_body(0, 0)
+    body["load_failure"] = {
+        "sha256": "0" * 64,
+        "error": "attempt to call a nil value",
+        "line": 7,
+        "failed_at": datetime.now(UTC).isoformat(),
+    }
+    status, accepted, _ = await api.report(namespace, "a1", body, token)
+    assert status == 202, accepted
+    assert accepted["recorded"] == 0
+    assert "line 7" in caplog.text  # type: ignore[attr-defined]
