@@ -51,6 +51,10 @@ async def ensure_registered(ctx: OperatorContext, agent: ObjectState) -> Any:
                 created_by=ASSIGNED_BY,
             )
         record = await registry.get_by_agent_id(agent_id)
+    name = agent.spec.get("displayName") or agent.name
+    notes = agent.spec.get("notes")
+    if record.agent_name != name or (notes is not None and record.notes != notes):
+        record = await registry.update_agent(agent_id, name=name, notes=notes)
     wanted = "paused" if agent.spec.get("paused") else "active"
     if record.status != wanted:
         await registry.set_status(agent_id, wanted)
@@ -75,7 +79,7 @@ async def assign_and_render(
     Returns the assignment reason when the assignment changed (for an Event), else None.
     """
     agent_id = agent_id_of(agent.namespace, agent.name)
-    before = open_assignment(list(await ctx.registry.assignment_history(agent_id)))
+    before = await open_assignment(ctx.registry, agent_id)
     changed = (
         before is None
         or before.behavior_id != behavior.id

@@ -11,12 +11,14 @@ if TYPE_CHECKING:
     from agent_registry.registry import RegistryService
 
 
-def open_assignment(history: list[Any]) -> Any | None:
-    """The agent's current assignment row (the last one not yet closed)."""
-    for row in reversed(history):
-        if getattr(row, "unassigned_at", None) is None:
-            return row
-    return None
+async def open_assignment(registry: RegistryService, agent_id: str) -> Any | None:
+    """The agent's current assignment, or None."""
+    from agent_registry.registry import NoBehaviorAssigned
+
+    try:
+        return await registry.current_assignment(agent_id)
+    except NoBehaviorAssigned:
+        return None
 
 
 def assignment_view(assignment: Any, behavior: Any | None) -> AssignmentView:
@@ -78,8 +80,7 @@ class ViewReader:
         if cached is not None and cached[0] == key:
             assignment = cached[1]
         else:
-            history = await self._registry.assignment_history(record.agent_id)
-            assignment = open_assignment(list(history))
+            assignment = await open_assignment(self._registry, record.agent_id)
             if assignment is None:
                 return agent_view(record, None)
             self._assignments[record.agent_id] = (key, assignment)

@@ -1,0 +1,207 @@
+"""The operator survives crashes and database outages: it converges, history stays exact."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from e2e.conftest import (
+    EXAMPLES_DIR,
+    Kubectl,
+    OperatorFactory,
+    condition_is,
+    diagnose,
+    wait_for,
+)
+from e2e.test_operator_examples import AGENTS, converged, history
+
+pytestmark = [pytest.mark.e2e, pytest.mark.kube, pytest.mark.postgres]
+
+
+def configmap_revision(kubectl: Kubectl, agent: str) -> int | None:
+    cm = kubectl.get("configmap", f"{agent}-behavior")
+    if cm is None:
+        return None
+    revision: int = json.loads(cm["data"]["behavior.json"])["revision"]
+    return revision
+
+
+def edit_script(kubectl: Kubectl, behavior: str, old: str, new: str) -> None:
+    body = kubectl.get("agentbehavior", behavior)
+    assert body is not None
+    script = body["spec"]["lua"]["script"]
+    assert old in script
+    patch = {"spec": {"lua": {"script": script.replace(old, new)}}}
+    kubectl("patch", "agentbehavior", behavior, "--type=merge", "-p", json.dumps(patch))
+
+
+def assert_history_exact(database_url: str, namespace: str, expected: dict[str, list[int]]) -> None:
+    """Each agent has exactly these revisions in history (newest first), one open row."""
+    for agent, revisions in expected.items():
+        rows = history(database_url, f"{namespace}/{agent}")
+        assert [r.behavior_revision for r in rows] == revisions, (agent, rows)
+        assert sum(1 for r in rows if r.unassigned_at is None) == 1, (agent, rows)
+
+
+def test_killed_operator_restarts_and_converges_without_duplicate_history(
+    kubectl: Kubectl, operator_factory: OperatorFactory, postgres_url: str
+) -> None:
+    operator = operator_factory(postgres_url)
+    kubectl("apply", "-f", str(EXAMPLES_DIR))
+    # Kill it as soon as it has started writing: some objects are handled, some are not.
+    wait_for(
+        lambda: any(configmap_revision(kubectl, a) for a in AGENTS),
+        timeout=60,
+        interval=0.05,
+        what="first ConfigMap",
+        diagnose=diagnose(kubectl, operator),
+    )
+    operator.kill()
+    # While it is down, a script changes.
+    edit_script(kubectl, "careful", "effort = 0.95", "effort = 0.9")
+    operator.start()
+    wait_for(
+        lambda: converged(kubectl),
+        timeout=90,
+        what="convergence after restart",
+        diagnose=diagnose(kubectl, operator),
+    )
+    wait_for(
+        lambda: configmap_revision(kubectl, "coder-1") == 2,
+        timeout=30,
+        what="coder-1 at revision 2",
+        diagnose=diagnose(kubectl, operator),
+    )
+    expected = {"coder-1": [2], "coder-2": [1], "coder-3": [1]}
+    # coder-1 may have been assigned revision 1 before the kill, or only revision 2 after.
+    rows = history(postgres_url, f"{kubectl.namespace}/coder-1")
+    expected["coder-1"] = [2, 1] if len(rows) == 2 else [2]
+    assert_history_exact(postgres_url, kubectl.namespace, expected)
+
+    # A second crash and restart with nothing changed adds nothing.
+    operator.kill()
+    operator.start()
+    time.sleep(3)
+    wait_for(
+        lambda: converged(kubectl),
+        timeout=60,
+        what="convergence after second restart",
+        diagnose=diagnose(kubectl, operator),
+    )
+    assert_history_exact(postgres_url, kubectl.namespace, expected)
+
+
+def test_database_outage_is_retried_and_recovered(
+    kubectl: Kubectl,
+    operator_factory: OperatorFactory,
+    postgres_url: str,
+    postgres_server: Any,
+) -> None:
+    operator = operator_factory(postgres_url)
+    kubectl("apply", "-f", str(EXAMPLES_DIR))
+    wait_for(
+        lambda: converged(kubectl),
+        timeout=90,
+        what="examples converged",
+        diagnose=diagnose(kubectl, operator),
+    )
+
+    postgres_server.stop()
+    try:
+        edit_script(kubectl, "balanced", "difficulty + 0.1", "difficulty + 0.2")
+        kubectl(
+            "apply",
+            "-f",
+            "-",
+            input=(
+                "apiVersion: agents.singularity.dev/v1alpha1\nkind: Agent\n"
+                "metadata: {name: coder-4}\n"
+                "spec: {role: code_developer, behaviorRef: {name: careful}}\n"
+            ),
+        )
+        time.sleep(4)  # handlers meet the outage and schedule retries
+        assert configmap_revision(kubectl, "coder-2") == 1, "nothing can change without the db"
+        assert operator.proc is not None
+        assert operator.proc.poll() is None, "the operator survives the outage"
+    finally:
+        postgres_server.start()
+
+    wait_for(
+        lambda: configmap_revision(kubectl, "coder-2") == 2,
+        timeout=60,
+        what="coder-2 reloaded after the outage",
+        diagnose=diagnose(kubectl, operator),
+    )
+
+    def coder_4_ready() -> bool:
+        agent = kubectl.get("agent", "coder-4")
+        return bool(agent and condition_is(agent, "BehaviorAssigned", "True"))
+
+    wait_for(
+        coder_4_ready,
+        timeout=60,
+        what="coder-4 assigned after the outage",
+        diagnose=diagnose(kubectl, operator),
+    )
+    assert_history_exact(
+        postgres_url,
+        kubectl.namespace,
+        {"coder-1": [1], "coder-2": [2, 1], "coder-3": [1], "coder-4": [1]},
+    )
+
+
+def test_agent_deletion_marks_it_stopped_and_keeps_history(
+    kubectl: Kubectl, operator_factory: OperatorFactory, postgres_url: str
+) -> None:
+    operator = operator_factory(postgres_url)
+    kubectl("apply", "-f", str(EXAMPLES_DIR))
+    wait_for(
+        lambda: converged(kubectl),
+        timeout=90,
+        what="examples converged",
+        diagnose=diagnose(kubectl, operator),
+    )
+    kubectl("delete", "agent", "coder-1", "--timeout=30s")
+    assert kubectl.get("agent", "coder-1") is None
+
+    from e2e.test_operator_examples import history as read_history
+
+    rows = read_history(postgres_url, f"{kubectl.namespace}/coder-1")
+    assert len(rows) == 1
+
+    def stopped() -> bool:
+        import asyncio
+
+        from agent_registry.registry import RegistryService
+
+        async def status() -> str:
+            registry = RegistryService.from_url(postgres_url)
+            try:
+                record: Any = await registry.get_by_agent_id(f"{kubectl.namespace}/coder-1")
+                return str(record.status)
+            finally:
+                await registry.close()
+
+        return asyncio.run(status()) == "stopped"
+
+    assert stopped()
+    # Deleting its behavior: the agents using it lose the assignment (condition with a reason).
+    kubectl("delete", "agentbehavior", "quick", "--timeout=30s")
+
+    def unassigned() -> bool:
+        agent = kubectl.get("agent", "coder-3")
+        return bool(agent and condition_is(agent, "BehaviorAssigned", "False"))
+
+    wait_for(
+        unassigned,
+        timeout=30,
+        what="coder-3 BehaviorAssigned=False",
+        diagnose=diagnose(kubectl, operator),
+    )
+    agent = kubectl.get("agent", "coder-3")
+    assert agent is not None
+    reasons = {c["type"]: c["reason"] for c in agent["status"]["conditions"]}
+    assert reasons["BehaviorAssigned"] == "BehaviorDeleted"
