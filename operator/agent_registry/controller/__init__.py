@@ -1,0 +1,28 @@
+"""The operator: kopf handlers for Agent and AgentBehavior, the status write-back loop, the
+admission webhook, and the pure rendering/condition logic they call.
+
+RBAC the operator process uses (controller + the registry API it serves), exactly:
+
+  apiGroup                        resource                          verbs
+  ------------------------------  --------------------------------  ------------------------------
+  agents.singularity.dev          agents                            get, list, watch, patch
+  agents.singularity.dev          agentbehaviors                    list, watch, patch
+  agents.singularity.dev          agents/status                     patch
+  agents.singularity.dev          agentbehaviors/status             patch
+  "" (core)                       configmaps                        create, patch   (server-side apply)
+  apps                            deployments                       get, create, patch, delete
+  "" (core)                       events                            create          (kopf's Events)
+  authentication.k8s.io           tokenreviews                      create          (cluster; API auth)
+  authorization.k8s.io            subjectaccessreviews              create          (cluster; API auth)
+  only with --webhook (cluster-scoped):
+  admissionregistration.k8s.io    validatingwebhookconfigurations   create, patch
+  only with --peering NAME (kopf peering; the kopf.dev peering CRDs must be installed):
+  kopf.dev                        kopfpeerings (per namespace) or clusterkopfpeerings (with
+                                  --all-namespaces)                 list, watch, patch
+
+Namespaced rules go in a Role per served namespace (--namespace) or a ClusterRole (all
+namespaces). No namespaces or CRD access: kopf's cluster scanning is disabled (the CRDs must be
+installed before the operator starts; --namespace globs are not expanded). `get` on agents is the
+API's (it reads Agent.spec.serviceAccountName to authorize reports); kopf itself only lists,
+watches and patches.
+"""
