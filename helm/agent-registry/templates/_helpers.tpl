@@ -86,29 +86,36 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/*
-RBAC: exactly what the operator does, nothing more (tests/install/test_rbac.py checks both ways with the
-ServiceAccount's own token).
+RBAC: exactly the calls the operator makes, nothing more (tests/install/test_rbac.py checks both ways
+with the ServiceAccount's own token). Taken from the code: kopf watches Agents and AgentBehaviors and
+patches their metadata (finalizer, progress annotations; CRD and namespace scanning is disabled, so no
+CRD or namespace access); the controller server-side-applies ConfigMaps and Deployments (an apply that
+creates needs `create` as well as `patch`), reads and deletes a Deployment when spec.template goes
+away, and merge-patches /status; the registry API reads an Agent to authorize a report.
 
 Namespaced rules: granted per served namespace (Role) or everywhere (ClusterRole, allNamespaces=true).
 */}}
 {{- define "agent-registry.rules.namespaced" -}}
-# Agents and AgentBehaviors: kopf watches them and patches metadata (finalizers, its progress annotations).
+# kopf: list+watch (handlers, indexes), patch (finalizer, annotations); get: the API checks the
+# reporting Agent's spec.serviceAccountName.
 - apiGroups: [agents.singularity.dev]
   resources: [agents, agentbehaviors]
   verbs: [get, list, watch, patch]
-# Status write-back (stats, conditions, the assigned and loaded behavior).
+# Status write-back (stats, conditions, assigned and loaded behavior): merge patches.
 - apiGroups: [agents.singularity.dev]
   resources: [agents/status, agentbehaviors/status]
-  verbs: [get, patch]
-# One ConfigMap per Agent (behavior.lua + behavior.json), owned by the Agent.
+  verbs: [patch]
+# One ConfigMap per Agent (behavior.lua + behavior.json), server-side applied, owned by the Agent
+# (garbage-collected with it: no delete).
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [get, list, watch, create, patch]
-# The agent Deployment rendered from Agent.spec.template.
+  verbs: [create, patch]
+# The agent Deployment rendered from Agent.spec.template: applied; read and deleted when the
+# template is removed.
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, create, patch]
-# kopf posts Kubernetes events about handler outcomes.
+  verbs: [get, create, patch, delete]
+# kopf posts Kubernetes events (warnings and errors of handlers).
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
@@ -116,12 +123,12 @@ Namespaced rules: granted per served namespace (Role) or everywhere (ClusterRole
 
 {{/* Cluster-scoped rules: always a ClusterRole, whatever the watch mode. */}}
 {{- define "agent-registry.rules.cluster" -}}
-# The registry API authenticates agents' ServiceAccount tokens.
+# The registry API authenticates agents' ServiceAccount tokens (TokenReview) and authorizes reads of
+# the API with Kubernetes RBAC (SubjectAccessReview).
 - apiGroups: [authentication.k8s.io]
   resources: [tokenreviews]
   verbs: [create]
-# kopf notices CRDs appearing or changing at runtime (otherwise only at start).
-- apiGroups: [apiextensions.k8s.io]
-  resources: [customresourcedefinitions]
-  verbs: [list, watch]
+- apiGroups: [authorization.k8s.io]
+  resources: [subjectaccessreviews]
+  verbs: [create]
 {{- end }}

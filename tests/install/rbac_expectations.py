@@ -1,0 +1,76 @@
+"""What the operator's ServiceAccount may do: exactly this, nothing more.
+
+The chart's Roles/ClusterRoles must grant exactly these (tests/install/test_chart.py) and the
+apiserver must answer `kubectl auth can-i` accordingly with the ServiceAccount's own token, both ways
+(tests/install/test_rbac.py).
+"""
+
+from __future__ import annotations
+
+# (apiGroup, resource[/subresource]) -> verbs. "" is the core group.
+Rules = dict[tuple[str, str], frozenset[str]]
+
+GROUP = "agents.singularity.dev"
+
+# Per served namespace (a Role each, or a ClusterRole with watch.allNamespaces=true).
+NAMESPACED: Rules = {
+    # kopf: watch, and patch metadata (finalizer, progress annotations).
+    (GROUP, "agents"): frozenset({"get", "list", "watch", "patch"}),
+    (GROUP, "agentbehaviors"): frozenset({"get", "list", "watch", "patch"}),
+    # status write-back.
+    (GROUP, "agents/status"): frozenset({"patch"}),
+    (GROUP, "agentbehaviors/status"): frozenset({"patch"}),
+    # the behavior ConfigMap per Agent (server-side apply), and the Deployment from
+    # Agent.spec.template (applied; read and deleted when the template goes away).
+    ("", "configmaps"): frozenset({"create", "patch"}),
+    ("apps", "deployments"): frozenset({"get", "create", "patch", "delete"}),
+    # kopf's events.
+    ("", "events"): frozenset({"create"}),
+}
+
+# Cluster-scoped, whatever the watch mode.
+CLUSTER: Rules = {
+    ("authentication.k8s.io", "tokenreviews"): frozenset({"create"}),
+    ("authorization.k8s.io", "subjectaccessreviews"): frozenset({"create"}),
+}
+
+ALL_VERBS = ("get", "list", "watch", "create", "update", "patch", "delete", "deletecollection")
+
+# Things an operator like this must never be able to touch (checked as "no" for every verb).
+FORBIDDEN_NAMESPACED: tuple[tuple[str, str], ...] = (
+    ("", "secrets"),
+    ("", "pods"),
+    ("", "pods/exec"),
+    ("", "serviceaccounts"),
+    ("", "serviceaccounts/token"),
+    ("", "services"),
+    ("apps", "statefulsets"),
+    ("apps", "daemonsets"),
+    ("rbac.authorization.k8s.io", "roles"),
+    ("rbac.authorization.k8s.io", "rolebindings"),
+    ("coordination.k8s.io", "leases"),
+)
+FORBIDDEN_CLUSTER: tuple[tuple[str, str], ...] = (
+    ("", "nodes"),
+    ("", "persistentvolumes"),
+    ("rbac.authorization.k8s.io", "clusterroles"),
+    ("rbac.authorization.k8s.io", "clusterrolebindings"),
+    ("apiextensions.k8s.io", "customresourcedefinitions"),
+    ("", "namespaces"),
+    ("admissionregistration.k8s.io", "validatingwebhookconfigurations"),
+    ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"),
+    ("certificates.k8s.io", "certificatesigningrequests"),
+)
+
+
+def rules_to_table(rules: list[dict[str, list[str]]]) -> Rules:
+    """Flatten RBAC PolicyRules into (group, resource) -> verbs; wildcards are refused outright."""
+    table: dict[tuple[str, str], set[str]] = {}
+    for rule in rules:
+        assert "resourceNames" not in rule and "nonResourceURLs" not in rule, rule
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                verbs = set(rule["verbs"])
+                assert "*" not in verbs and group != "*" and resource != "*", rule
+                table.setdefault((group, resource), set()).update(verbs)
+    return {k: frozenset(v) for k, v in table.items()}
