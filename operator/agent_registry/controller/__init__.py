@@ -9,11 +9,11 @@ RBAC the operator process uses (controller + the registry API it serves), exactl
   agents.singularity.dev          agentbehaviors                    list, watch, patch
   agents.singularity.dev          agents/status                     patch
   agents.singularity.dev          agentbehaviors/status             patch
-  "" (core)                       configmaps                        create, patch   (server-side apply)
+  "" (core)                       configmaps                        create, patch (SSA)
   apps                            deployments                       get, create, patch, delete
-  "" (core)                       events                            create          (kopf's Events)
-  authentication.k8s.io           tokenreviews                      create          (cluster; API auth)
-  authorization.k8s.io            subjectaccessreviews              create          (cluster; API auth)
+  "" (core)                       events                            create (kopf and loop Events)
+  authentication.k8s.io           tokenreviews                      create (cluster, API auth)
+  authorization.k8s.io            subjectaccessreviews              create (cluster, API auth)
   only with --webhook (cluster-scoped):
   admissionregistration.k8s.io    validatingwebhookconfigurations   create, patch
   only with --peering NAME (kopf peering; the kopf.dev peering CRDs must be installed):

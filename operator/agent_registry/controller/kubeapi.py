@@ -6,6 +6,7 @@ is needed: server-side apply of owned objects, delete, and merge patches of `/st
 
 from __future__ import annotations
 
+import datetime
 import os
 import ssl
 from typing import Any
@@ -142,6 +143,38 @@ class Kube:
         return await self.request(
             "PATCH", path, {"status": status}, content_type="application/merge-patch+json"
         )
+
+    async def post_event(
+        self, involved: Manifest, *, type_: str, reason: str, message: str
+    ) -> None:
+        """A core/v1 Event about `involved` (kopf's own poster only works inside handlers)."""
+        metadata = involved["metadata"]
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "generateName": f"{metadata['name']}.",
+                "namespace": metadata["namespace"],
+            },
+            "involvedObject": {
+                "apiVersion": involved["apiVersion"],
+                "kind": involved["kind"],
+                "name": metadata["name"],
+                "namespace": metadata["namespace"],
+                "uid": metadata["uid"],
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": FIELD_MANAGER},
+            "reportingComponent": FIELD_MANAGER,
+            "reportingInstance": FIELD_MANAGER,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        await self.request("POST", object_path("v1", "events", metadata["namespace"]), event)
 
     async def close(self) -> None:
         if self._session is not None:

@@ -15,8 +15,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import kopf
-
 from agent_registry.controller.agents import agent_id_of
 from agent_registry.controller.context import OperatorContext
 from agent_registry.controller.indexes import Key, ObjectState
@@ -120,11 +118,15 @@ class StatusWriter:
             written += 1
             if state.kind == "Agent" and _loaded_now(state, changes):
                 loaded = changes.get("loadedBehavior") or state.status.get("loadedBehavior") or {}
-                kopf.info(
-                    state.event_body(),
-                    reason="BehaviorLoaded",
-                    message=f"runtime confirmed {str(loaded.get('sha256', ''))[:12]}",
-                )
+                try:
+                    await self.ctx.kube.post_event(
+                        state.event_body(),
+                        type_="Normal",
+                        reason="BehaviorLoaded",
+                        message=f"runtime confirmed {str(loaded.get('sha256', ''))[:12]}",
+                    )
+                except (KubeError, KubeUnavailable) as exc:
+                    logger.warning(f"event for {state.namespace}/{state.name}: {exc}")
 
         await asyncio.gather(*(send(state, changes) for state, changes in patches))
         return written
