@@ -96,7 +96,7 @@ class Kube:
 def kube(kube_cluster: Any) -> Kube:
     """The control plane with the project's CRDs installed (from crds/, the generated ones)."""
     helper = Kube(kube_cluster)
-    helper.kubectl("apply", "-f", str(REPO / "crds"))
+    helper.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
     helper.kubectl(
         "wait",
         "--for=condition=Established",

@@ -42,9 +42,9 @@ async def test_reads_with_rbac_permission(api: Api, kube: Kube, namespace: str) 
 
     status, history = await api.get(f"/v1/agents/{namespace}/good/assignments", reader)
     assert status == 200, history
-    assert [a["reason"] for a in history["items"]] == ["manual", "performance"]
-    assert history["items"][0]["unassigned_at"] is not None
-    assert history["items"][1]["unassigned_at"] is None
+    assert [a["reason"] for a in history["items"]] == ["performance", "manual"]
+    assert history["items"][0]["unassigned_at"] is None
+    assert history["items"][1]["unassigned_at"] is not None
 
     status, under = await api.get(
         f"/v1/underperformers?threshold=0.5&min_tasks=10&namespace={namespace}", reader

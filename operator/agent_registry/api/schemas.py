@@ -70,7 +70,7 @@ class AssignmentView(_View):
 
 
 class AssignmentList(_View):
-    items: list[AssignmentView] = Field(description="Oldest first, as the registry keeps them.")
+    items: list[AssignmentView] = Field(description="Newest first (the open one, if any, first).")
 
 
 class UnderperformerView(AgentView):
