@@ -138,19 +138,22 @@ async def sync_agent(
     and the reason of a new assignment (None when the assignment did not change)."""
     from agent_registry.registry import BehaviorNotFound
 
-    record = await ensure_registered(ctx, agent)
-    reason = None
-    if agent.behavior_ref is not None:
-        try:
-            behavior = await ctx.registry.get_behavior_by_name(agent.namespace, agent.behavior_ref)
-        except BehaviorNotFound:
-            behavior = None  # not valid yet: the AgentBehavior handler assigns it when it is
-        if behavior is not None and behavior.deleted_at is None:
-            reason = await assign_and_render(
-                ctx, agent, behavior, limits=behavior_limits(behavior_state)
-            )
-    if workload:
-        await apply_workload(ctx, agent)
+    async with ctx.agent_lock(agent_id_of(agent.namespace, agent.name)):
+        record = await ensure_registered(ctx, agent)
+        reason = None
+        if agent.behavior_ref is not None:
+            try:
+                behavior = await ctx.registry.get_behavior_by_name(
+                    agent.namespace, agent.behavior_ref
+                )
+            except BehaviorNotFound:
+                behavior = None  # not valid yet: the AgentBehavior handler assigns it when it is
+            if behavior is not None and behavior.deleted_at is None:
+                reason = await assign_and_render(
+                    ctx, agent, behavior, limits=behavior_limits(behavior_state)
+                )
+        if workload:
+            await apply_workload(ctx, agent)
     return record, reason
 
 

@@ -7,6 +7,7 @@ service and the Kubernetes session are created in the startup handler, on kopf's
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,12 @@ class OperatorContext:
     metrics: Metrics | None = None
     # Background tasks started at startup (the status loop, the API server), stopped at cleanup.
     tasks: list[Any] = field(default_factory=list)
+    # One lock per agent: its own handler and its behavior's handler may both sync it at once
+    # (on a restart both resume); serialized, the last writer renders the newest revision.
+    agent_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    def agent_lock(self, agent_id: str) -> asyncio.Lock:
+        return self.agent_locks.setdefault(agent_id, asyncio.Lock())
 
 
 def context_of(memo: Any) -> OperatorContext:
