@@ -1,0 +1,593 @@
+-- Host side of one sandbox. Runs once in a fresh lua54 state, in the real globals, before any
+-- script: it captures every library function it needs as a local (so nothing a script later
+-- changes can affect the host), builds the whitelisted environment the script runs in, and
+-- returns the host functions Python calls. Nothing returned here is reachable from the script:
+-- the script only ever sees `env`, and `debug`, `python` and the real globals stay outside it.
+local py, L = ...
+
+local type, error, pcall, xpcall, select, next = type, error, pcall, xpcall, select, next
+local rawget, rawset, rawequal, rawlen = rawget, rawset, rawequal, rawlen
+local setmetatable, getmetatable, tostring, tonumber = setmetatable, getmetatable, tostring, tonumber
+local load, collectgarbage = load, collectgarbage
+local sethook, getinfo = debug.sethook, debug.getinfo
+local co_create, co_resume, co_status, co_close = coroutine.create, coroutine.resume,
+  coroutine.status, coroutine.close
+local s_find, s_match, s_gmatch, s_gsub = string.find, string.match, string.gmatch, string.gsub
+local s_rep, s_sub, s_byte, s_len, s_format = string.rep, string.sub, string.byte, string.len,
+  string.format
+local t_concat, t_pack, t_unpack = table.concat, table.pack, table.unpack
+local m_tointeger, m_maxinteger, m_floor = math.tointeger, math.maxinteger, math.floor
+local utf8_len = utf8.len
+
+local py_clock, py_log, py_now = py.clock, py.log, py.now
+local py_json_encode, py_json_decode = py.json_encode, py.json_decode
+
+local HOOK_N = L.hook_interval
+local MAX_FIRES = (L.max_instructions + HOOK_N - 1) // HOOK_N
+local MAX_STRING = L.max_string_bytes
+local MAX_PATTERN_COST = L.max_pattern_cost
+local MAX_SOURCE = L.max_source_bytes
+local CHUNK_SOURCE = "=" .. L.chunk_name
+local MAX_MESSAGE = 4096
+
+-- Per-call budget state, reset by `run`.
+local deadline, fired, stopped = 0.0, 0, nil
+local err_msg, err_line = nil, nil
+local run, handler -- the two host frames the hook must never stop (defined below)
+
+local STOP_MESSAGES = {
+  instructions = "instruction limit exceeded",
+  timeout = "timeout exceeded",
+}
+
+-- The count hook. Once a call is over budget it re-arms itself with count=1, so every further
+-- instruction of the script raises again: a script's own pcall cannot swallow the stop. It
+-- never stops `run` or `handler` (the host's own frames after the script's pcall returned).
+local function hook()
+  local info = getinfo(2, "f")
+  local fn = info and info.func
+  if fn == run or fn == handler then
+    return
+  end
+  if stopped then
+    sethook(hook, "", 1)
+    error(STOP_MESSAGES[stopped], 0)
+  end
+  -- A coroutine resumed in a later call may still carry count=1 from an earlier stop.
+  sethook(hook, "", HOOK_N)
+  fired = fired + 1
+  if fired >= MAX_FIRES then
+    stopped = "instructions"
+  elseif py_clock() > deadline then
+    stopped = "timeout"
+  else
+    return
+  end
+  sethook(hook, "", 1)
+  error(STOP_MESSAGES[stopped], 0)
+end
+
+-- Make a string safe to hand to Python: bounded and valid UTF-8.
+local function clean(s, max)
+  if s_len(s) > max then
+    s = s_sub(s, 1, max) .. "..."
+  end
+  if not utf8_len(s) then
+    s = s_gsub(s, "[\128-\255]", "?")
+  end
+  return s
+end
+
+-- Message handler of every call: turns any error object into a bounded string and finds the
+-- script line, without ever calling the script's code outside the budget (a hostile __tostring
+-- runs under the same hook, inside a pcall, so it can only fail, not hang the host).
+handler = function(e)
+  local msg
+  local te = type(e)
+  if te == "string" then
+    msg = e
+  elseif te == "number" then
+    msg = s_format("%.14g", e)
+  elseif te == "table" and not stopped then
+    local ok, s = pcall(tostring, e)
+    if ok and type(s) == "string" then
+      msg = s
+    else
+      msg = "(error object is a table value)"
+    end
+  else
+    msg = "(error object is a " .. te .. " value)"
+  end
+  if stopped then
+    msg = STOP_MESSAGES[stopped]
+  end
+  err_msg = clean(msg, MAX_MESSAGE)
+  err_line = nil
+  for level = 2, 64 do
+    local info = getinfo(level, "Sl")
+    if not info then
+      break
+    end
+    if info.source == CHUNK_SOURCE and info.currentline and info.currentline > 0 then
+      err_line = info.currentline
+      break
+    end
+  end
+  return e
+end
+
+-- Run fn (a function, or the name of a global function of the script) under the budget.
+-- Returns "ok", results... | "limit", kind | "error", message, line | "missing", name.
+local env -- the script's environment, created below
+run = function(fn, dl, ...)
+  if type(fn) == "string" then
+    local found = rawget(env, fn)
+    if type(found) ~= "function" then
+      return "missing", fn
+    end
+    fn = found
+  end
+  deadline, fired, stopped, err_msg, err_line = dl, 0, nil, nil, nil
+  sethook(hook, "", HOOK_N)
+  local r = t_pack(xpcall(fn, handler, ...))
+  sethook()
+  local reason = stopped
+  stopped = nil
+  if reason then
+    return "limit", reason
+  end
+  if r[1] then
+    return "ok", t_unpack(r, 2, r.n)
+  end
+  local e = r[2]
+  if err_msg == nil then
+    -- The message handler did not run: memory errors skip it, and an error inside it is
+    -- reported as "error in error handling".
+    if e == "not enough memory" then
+      return "limit", "memory"
+    end
+    return "error", type(e) == "string" and clean(e, MAX_MESSAGE) or "error", nil
+  end
+  return "error", err_msg, err_line
+end
+
+---------------------------------------------------------------------------------------------
+-- Bounded replacements for the library functions a single C call could otherwise hang in.
+---------------------------------------------------------------------------------------------
+
+local function toint(x, arg, fname)
+  local n = tonumber(x)
+  local i = n and m_tointeger(n)
+  if not i then
+    local got = n and "number has no integer representation" or ("number expected, got " .. type(x))
+    error("bad argument #" .. arg .. " to '" .. fname .. "' (" .. got .. ")", 3)
+  end
+  return i
+end
+
+local function rep(s, n, sep)
+  local l = s_len(s) + (sep ~= nil and s_len(sep) or 0)
+  n = toint(n, 2, "rep")
+  if n <= 0 then
+    return ""
+  end
+  if l == 0 then
+    -- C's string.rep would loop n times copying nothing: ("").rep("", 2^62) never returns.
+    return ""
+  end
+  if l > MAX_STRING // n then
+    error("string.rep: result larger than " .. MAX_STRING .. " bytes (sandbox limit)", 2)
+  end
+  return s_rep(s, n, sep)
+end
+
+-- Pattern analysis: the number of backtracking items (q), optional items and anchoring. The
+-- C matcher is a backtracking one: its worst case grows like n^(q+1) for a subject of n bytes.
+local function skip_set(p, i)
+  -- p[i] == "["; returns the index after the closing "]" (as lstrlib's classEnd does).
+  i = i + 1
+  if s_byte(p, i) == 94 then
+    i = i + 1
+  end
+  repeat
+    local c = s_byte(p, i)
+    if c == nil then
+      return i
+    end
+    i = i + 1
+    if c == 37 then
+      i = i + 1
+    end
+  until s_byte(p, i) == 93
+  return i + 1
+end
+
+local pattern_cache, pattern_cache_size = {}, 0
+
+local function analyze(p)
+  local cached = pattern_cache[p]
+  if cached then
+    return cached
+  end
+  local q, opt, i, m = 0, 0, 1, s_len(p)
+  local anchored = s_byte(p, 1) == 94
+  if anchored then
+    i = 2
+  end
+  while i <= m do
+    local c = s_byte(p, i)
+    local single = true
+    if c == 37 then -- %
+      local d = s_byte(p, i + 1)
+      if d == 98 then -- %bxy scans to the end of the subject
+        q = q + 1
+        i = i + 4
+        single = false
+      elseif d == 102 then -- %f[set]
+        i = skip_set(p, i + 2)
+        single = false
+      elseif d and d >= 48 and d <= 57 then -- back reference
+        q = q + 1
+        i = i + 2
+        single = false
+      else
+        i = i + 2
+      end
+    elseif c == 91 then -- [set]
+      i = skip_set(p, i)
+    elseif c == 40 or c == 41 then -- captures
+      i = i + 1
+      single = false
+    else
+      i = i + 1
+    end
+    if single then
+      local qc = s_byte(p, i)
+      if qc == 42 or qc == 43 or qc == 45 then
+        q = q + 1
+        i = i + 1
+      elseif qc == 63 then
+        opt = opt + 1
+        i = i + 1
+      end
+    end
+  end
+  cached = { q, opt, anchored }
+  if pattern_cache_size >= 256 then
+    pattern_cache, pattern_cache_size = {}, 0
+  end
+  pattern_cache[p] = cached
+  pattern_cache_size = pattern_cache_size + 1
+  return cached
+end
+
+local function check_pattern(fname, s, p, plain, can_anchor)
+  if type(s) ~= "string" or type(p) ~= "string" then
+    return -- numbers are short; anything else makes the C function raise its own error
+  end
+  local n, m = s_len(s) + 1, s_len(p)
+  local cost
+  if plain then
+    cost = n * m / 100 -- memchr + memcmp: measured ~100x cheaper per step than matching
+  else
+    local info = analyze(p)
+    local q = info[1]
+    if not (can_anchor and info[3]) then
+      q = q + 1
+    end
+    cost = (n ^ q) * (2 ^ info[2])
+    if cost < n * m then
+      cost = n * m
+    end
+  end
+  if cost > MAX_PATTERN_COST then
+    error(
+      "string." .. fname .. ": pattern too costly for a subject of " .. (n - 1)
+        .. " bytes (sandbox limit, see docs/sandbox.md)",
+      3
+    )
+  end
+end
+
+local function find(s, p, init, plain)
+  check_pattern("find", s, p, plain, true)
+  return s_find(s, p, init, plain)
+end
+
+local function match(s, p, init)
+  check_pattern("match", s, p, false, true)
+  return s_match(s, p, init)
+end
+
+local function gmatch(s, p, init)
+  check_pattern("gmatch", s, p, false, false)
+  return s_gmatch(s, p, init)
+end
+
+local function gsub(s, p, repl, n)
+  check_pattern("gsub", s, p, false, true)
+  return s_gsub(s, p, repl, n)
+end
+
+-- table.insert/remove/move shift elements in a C loop whose length a __len metamethod (or
+-- plain arguments, for move) controls: reimplemented in Lua, they run under the hook.
+local function insert(t, ...)
+  local nargs = select("#", ...)
+  local e = #t + 1
+  if nargs == 1 then
+    t[e] = ...
+    return
+  elseif nargs ~= 2 then
+    error("wrong number of arguments to 'insert'", 2)
+  end
+  local pos, v = ...
+  pos = toint(pos, 2, "insert")
+  if pos < 1 or pos > e then
+    error("bad argument #2 to 'insert' (position out of bounds)", 2)
+  end
+  for i = e, pos + 1, -1 do
+    t[i] = t[i - 1]
+  end
+  t[pos] = v
+end
+
+local function remove(t, pos)
+  local size = #t
+  if pos == nil then
+    pos = size
+  else
+    pos = toint(pos, 2, "remove")
+  end
+  if pos ~= size and (pos < 1 or pos > size + 1) then
+    error("bad argument #2 to 'remove' (position out of bounds)", 2)
+  end
+  local v = t[pos]
+  while pos < size do
+    t[pos] = t[pos + 1]
+    pos = pos + 1
+  end
+  t[pos] = nil
+  return v
+end
+
+local function move(a1, f, e, t, a2)
+  if a2 == nil then
+    a2 = a1
+  end
+  f, e, t = toint(f, 2, "move"), toint(e, 3, "move"), toint(t, 4, "move")
+  if e >= f then
+    if not (f > 0 or e < m_maxinteger + f) then
+      error("bad argument #3 to 'move' (too many elements to move)", 2)
+    end
+    if t > m_maxinteger - (e - f) then
+      error("bad argument #4 to 'move' (destination wrap around)", 2)
+    end
+    if t > e or t <= f or not rawequal(a1, a2) then
+      for i = 0, e - f do
+        a2[t + i] = a1[f + i]
+      end
+    else
+      for i = e - f, 0, -1 do
+        a2[t + i] = a1[f + i]
+      end
+    end
+  end
+  return a2
+end
+
+-- __gc metamethods run with hooks disabled (and at lua_close, inside Python's dealloc): a
+-- looping finalizer would hang the host, so no table may be marked for finalization. Lua only
+-- marks an object when its metatable has __gc at setmetatable time, so this check suffices.
+local function safe_setmetatable(t, mt)
+  if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
+    error("setmetatable: __gc metamethods are not allowed in the sandbox", 2)
+  end
+  return setmetatable(t, mt)
+end
+
+local function safe_collectgarbage(opt)
+  if opt == "count" then
+    return collectgarbage("count")
+  end
+  error("collectgarbage: only collectgarbage('count') is allowed in the sandbox", 2)
+end
+
+local function safe_load(chunk, name, _mode, chunk_env)
+  if type(chunk) ~= "string" then
+    return nil, "load: only source strings can be loaded in the sandbox"
+  end
+  if s_len(chunk) > MAX_SOURCE then
+    return nil, "load: chunk larger than " .. MAX_SOURCE .. " bytes"
+  end
+  local chunk_name = "=(load)"
+  if type(name) == "string" then
+    chunk_name = "=load:" .. s_sub(name, 1, 60)
+  end
+  if chunk_env == nil then
+    chunk_env = env
+  end
+  -- Mode "t" whatever was asked: binary chunks can break the VM's invariants.
+  return load(chunk, chunk_name, "t", chunk_env)
+end
+
+-- Coroutines do not inherit the hook: every coroutine the script creates gets it.
+local function safe_create(f)
+  local co = co_create(f)
+  sethook(co, hook, "", stopped and 1 or HOOK_N)
+  return co
+end
+
+local function wrap_result(co, ok, ...)
+  if ok then
+    return ...
+  end
+  local e = ...
+  if co_status(co) == "dead" then
+    co_close(co)
+  end
+  error(e, 0)
+end
+
+local function safe_wrap(f)
+  local co = safe_create(f)
+  return function(...)
+    return wrap_result(co, co_resume(co, ...))
+  end
+end
+
+-- Host functions.
+local function log(...)
+  local n = select("#", ...)
+  local parts = {}
+  for i = 1, n do
+    parts[i] = tostring((select(i, ...)))
+  end
+  py_log(clean(t_concat(parts, " "), MAX_MESSAGE))
+end
+
+local function json_encode(v)
+  if type(v) == "string" and not utf8_len(v) then
+    error("json.encode: string is not valid UTF-8", 2)
+  end
+  local s, err = py_json_encode(v)
+  if err then
+    error("json.encode: " .. err, 2)
+  end
+  return s
+end
+
+local function json_decode(s)
+  if type(s) ~= "string" then
+    error("json.decode: string expected, got " .. type(s), 2)
+  end
+  if s_len(s) > MAX_STRING then
+    error("json.decode: input larger than " .. MAX_STRING .. " bytes", 2)
+  end
+  if not utf8_len(s) then
+    error("json.decode: input is not valid UTF-8", 2)
+  end
+  local v, err = py_json_decode(s)
+  if err then
+    error("json.decode: " .. err, 2)
+  end
+  return v
+end
+
+local function copy(t)
+  local c = {}
+  for k, v in next, t do
+    c[k] = v
+  end
+  return c
+end
+
+env = {
+  assert = assert,
+  error = error,
+  ipairs = ipairs,
+  next = next,
+  pairs = pairs,
+  pcall = pcall,
+  xpcall = xpcall,
+  select = select,
+  tonumber = tonumber,
+  tostring = tostring,
+  type = type,
+  rawequal = rawequal,
+  rawget = rawget,
+  rawlen = rawlen,
+  rawset = rawset,
+  getmetatable = getmetatable,
+  setmetatable = safe_setmetatable,
+  collectgarbage = safe_collectgarbage,
+  load = safe_load,
+  _VERSION = _VERSION,
+  string = {
+    byte = s_byte,
+    char = string.char,
+    find = find,
+    format = s_format,
+    gmatch = gmatch,
+    gsub = gsub,
+    len = s_len,
+    lower = string.lower,
+    match = match,
+    rep = rep,
+    reverse = string.reverse,
+    sub = s_sub,
+    upper = string.upper,
+  },
+  table = {
+    concat = t_concat,
+    insert = insert,
+    move = move,
+    pack = t_pack,
+    remove = remove,
+    sort = table.sort,
+    unpack = t_unpack,
+  },
+  math = copy(math),
+  utf8 = copy(utf8),
+  coroutine = {
+    create = safe_create,
+    wrap = safe_wrap,
+    resume = co_resume,
+    yield = coroutine.yield,
+    status = co_status,
+    isyieldable = coroutine.isyieldable,
+    running = coroutine.running,
+    close = co_close,
+  },
+  json = { encode = json_encode, decode = json_decode },
+  log = log,
+  now = function()
+    return py_now()
+  end,
+}
+env._G = env
+
+-- The string metatable is the one object every string shares: point its __index at the
+-- sandbox's string table (so ("x"):rep(n) is the bounded rep) and hide it from getmetatable.
+local string_mt = getmetatable("")
+string_mt.__index = env.string
+string_mt.__metatable = false
+
+local ctx = { state = {} }
+
+local host = {}
+
+-- The very function object the hook exempts (a wrapper would be stopped like script code).
+host.run = run
+
+function host.compile(source)
+  if s_len(source) > MAX_SOURCE then
+    return nil, "script larger than " .. MAX_SOURCE .. " bytes"
+  end
+  local fn, err = load(source, CHUNK_SOURCE, "t", env)
+  if not fn then
+    return nil, clean(err, MAX_MESSAGE)
+  end
+  return fn
+end
+
+function host.defines(name)
+  return type(rawget(env, name)) == "function"
+end
+
+function host.ctx()
+  return ctx
+end
+
+function host.get_state()
+  return rawget(ctx, "state")
+end
+
+function host.set_state(state)
+  rawset(ctx, "state", state)
+end
+
+function host.ident(t)
+  return s_format("%p", t)
+end
+
+return host

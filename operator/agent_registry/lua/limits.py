@@ -1,0 +1,48 @@
+"""Per-sandbox limits. Every call into a script (top level, init, on_reload, on_task, call) gets
+the whole budget again; memory is a ceiling on the Lua state as a whole."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+__all__ = ["Limits"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds of one sandbox. Defaults are sized for a decision function that runs in
+    microseconds: a script that needs more says so in its AgentBehavior's `spec.limits`.
+
+    - max_instructions (10,000,000): Lua VM instructions per call, counted by a debug count hook
+      every `hook_interval` instructions (so the budget is exact to that granularity).
+    - max_memory_bytes (32 MiB): what the script may allocate on top of the sandbox's own
+      environment (lupa's allocator ceiling; an allocation past it is a Lua memory error).
+    - timeout_ms (1,000): wall-clock time per call, checked in the same hook.
+    - max_depth (32) / max_items (10,000): bounds of every Python <-> Lua conversion (call
+      arguments, results, ctx.state, json.encode/decode): nesting depth and total values.
+    - max_string_bytes (4 MiB): largest string string.rep may build and json.decode may read.
+    - max_pattern_cost (20,000,000): worst-case step estimate allowed for one Lua pattern call
+      (string.find/match/gmatch/gsub), which no hook can interrupt; see docs/sandbox.md.
+    - max_source_bytes (1 MiB): largest script (or chunk passed to load) compiled.
+    """
+
+    max_instructions: int = 10_000_000
+    max_memory_bytes: int = 32 * 1024 * 1024
+    timeout_ms: int = 1_000
+    max_depth: int = 32
+    max_items: int = 10_000
+    max_string_bytes: int = 4 * 1024 * 1024
+    max_pattern_cost: int = 20_000_000
+    max_source_bytes: int = 1024 * 1024
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Limits.{field.name} must be a positive integer, got {value!r}")
+
+    @property
+    def hook_interval(self) -> int:
+        """Instructions between two runs of the count hook. Larger is cheaper (the hook calls
+        back into Python for the clock) but coarser: 10,000 instructions are ~50 us of Lua."""
+        return max(100, min(10_000, self.max_instructions // 10))

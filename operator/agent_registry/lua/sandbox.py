@@ -1,0 +1,236 @@
+"""One loaded behavior in its own Lua state.
+
+A Sandbox owns a fresh lua54 LuaRuntime (never shared, never reused across reloads), loads the
+script into the whitelisted environment of environment.lua, and runs every entry into the script
+through the host's `run`, which arms the budget hook, catches the error and disarms the hook
+before control returns to Python. See docs/sandbox.md for what is and is not guaranteed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from lupa import lua54
+
+from .conversion import ConversionError, lua_to_python, python_to_lua
+from .environment import LogSink, environment_source, host_functions
+from .errors import LimitKind, LuaBehaviorError, LuaError, LuaLimitExceeded, LuaValidationError
+from .limits import Limits
+
+__all__ = ["Sandbox"]
+
+_LIMIT_KINDS: dict[str, LimitKind] = {
+    "instructions": "instructions",
+    "memory": "memory",
+    "timeout": "timeout",
+}
+_CHUNK_NAME = re.compile(r"[^A-Za-z0-9_.\-/]")
+
+
+class Sandbox:
+    """A behavior script loaded under `limits`.
+
+    Construction compiles the script, runs its top level, checks that `on_task` is defined,
+    runs `init(config)` if defined (a table it returns becomes the initial ctx.state) and, when
+    `previous_state` is given, `on_reload(previous_state)` if defined (a table it returns becomes
+    ctx.state, else previous_state does). Any failure raises LuaValidationError.
+
+    One thread at a time per Sandbox; different Sandboxes may run in parallel threads (lupa
+    releases the GIL while Lua runs).
+    """
+
+    def __init__(
+        self,
+        source: str,
+        limits: Limits | None = None,
+        *,
+        chunk_name: str = "behavior",
+        config: Mapping[str, Any] | None = None,
+        previous_state: Mapping[str, Any] | None = None,
+        log: LogSink | None = None,
+    ) -> None:
+        self.limits = limits if limits is not None else Limits()
+        self.sha256 = hashlib.sha256(source.encode("utf-8")).hexdigest()
+        self.chunk_name = _CHUNK_NAME.sub("_", chunk_name)[:60] or "behavior"
+        self._closed = False
+        if len(source.encode("utf-8")) > self.limits.max_source_bytes:
+            raise LuaValidationError(
+                f"script larger than {self.limits.max_source_bytes} bytes", None
+            )
+        # max_memory=0: lupa tracks allocations without a ceiling until the host environment
+        # is built; the ceiling set below then counts only what the script allocates.
+        self._lua = lua54.LuaRuntime(
+            register_eval=False,
+            register_builtins=False,
+            unpack_returned_tuples=True,
+            max_memory=0,
+        )
+        limits_table = self._lua.table_from(
+            {
+                "hook_interval": self.limits.hook_interval,
+                "max_instructions": self.limits.max_instructions,
+                "max_string_bytes": self.limits.max_string_bytes,
+                "max_pattern_cost": self.limits.max_pattern_cost,
+                "max_source_bytes": self.limits.max_source_bytes,
+                "chunk_name": self.chunk_name,
+            }
+        )
+        py_table = self._lua.table_from(host_functions(self._lua, self.limits, log))
+        host = self._lua.execute(
+            environment_source(), py_table, limits_table, name="=sandbox-host", mode="t"
+        )
+        self._run = host["run"]
+        self._ident = host["ident"]
+        self._get_state = host["get_state"]
+        self._set_state = host["set_state"]
+        self._defines = host["defines"]
+        self._ctx = host["ctx"]()
+        compile_fn = host["compile"]
+        self._lua.set_max_memory(
+            self._lua.get_memory_used() + self.limits.max_memory_bytes, total=True
+        )
+        self._load(compile_fn, source, config, previous_state)
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def _load(
+        self,
+        compile_fn: Any,
+        source: str,
+        config: Mapping[str, Any] | None,
+        previous_state: Mapping[str, Any] | None,
+    ) -> None:
+        compiled = compile_fn(source)
+        if isinstance(compiled, tuple):
+            message = str(compiled[1])
+            raise LuaValidationError(message, self._line_of(message))
+        self._validating("the script's top level", compiled)
+        if not self._defines("on_task"):
+            raise LuaValidationError("the script does not define the function on_task(task, ctx)")
+        if self._defines("init"):
+            initial = self._validating("init(config)", "init", self._to_lua(dict(config or {})))
+            if lua54.lua_type(initial) == "table":
+                self._set_state(initial)
+        if previous_state is not None:
+            previous = self._to_lua(dict(previous_state))
+            self._set_state(previous)
+            if self._defines("on_reload"):
+                replaced = self._validating("on_reload(previous_state)", "on_reload", previous)
+                if lua54.lua_type(replaced) == "table":
+                    self._set_state(replaced)
+
+    def _validating(self, what: str, fn: Any, *args: Any) -> Any:
+        """Run a loading step; its first result. Any failure is a validation error."""
+        try:
+            results = self._invoke(fn, args)
+            return results[0] if results else None
+        except LuaLimitExceeded as exc:
+            raise LuaValidationError(f"{what}: {exc}", None) from exc
+        except LuaError as exc:
+            raise LuaValidationError(f"{what}: {exc}", exc.line) from exc
+
+    # -- calling ---------------------------------------------------------------------------
+
+    def call(self, name: str, *args: Any) -> Any:
+        """Call the script's global function `name` with converted arguments. Returns None for
+        no result, the converted value for one, a tuple for several."""
+        lua_args = tuple(self._to_lua(a) for a in args)
+        results = self._invoke(name, lua_args)
+        return self._from_lua_results(results)
+
+    def on_task(self, task: Mapping[str, Any]) -> Any:
+        """on_task(task, ctx) with the sandbox's persistent ctx; the converted first result."""
+        results = self._invoke("on_task", (self._to_lua(dict(task)), self._ctx))
+        return self._from_lua_results(results[:1])
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """A Python copy of ctx.state (what a reload carries over)."""
+        self._check_open()
+        value = self._get_state()
+        if value is None:
+            return {}
+        if lua54.lua_type(value) != "table":
+            raise LuaBehaviorError(
+                f"ctx.state is a {lua54.lua_type(value) or 'scalar'}, not a table"
+            )
+        try:
+            converted = lua_to_python(value, self.limits, self._ident)
+        except ConversionError as exc:
+            raise LuaBehaviorError(f"ctx.state cannot be converted: {exc}") from exc
+        if isinstance(converted, list):
+            # A sequence as state: keep its integer keys (the next load gets the same table).
+            as_map: dict[Any, Any] = {i + 1: v for i, v in enumerate(converted)}
+            return as_map
+        assert isinstance(converted, dict)
+        return converted
+
+    def close(self) -> None:
+        """Drop the Lua state (no finalizer of the script can run: __gc is refused)."""
+        self._closed = True
+        for attr in ("_run", "_ident", "_get_state", "_set_state", "_defines", "_ctx", "_lua"):
+            self.__dict__.pop(attr, None)
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LuaError("the sandbox is closed")
+
+    def _invoke(self, fn: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Run fn (a Lua function or a global's name) under the budget; its results, or raise."""
+        self._check_open()
+        deadline = time.monotonic() + self.limits.timeout_ms / 1000.0
+        try:
+            outcome = self._run(fn, deadline, *args)
+        except lua54.LuaMemoryError as exc:
+            raise LuaLimitExceeded("memory") from exc
+        except lua54.LuaError as exc:  # an error in the host's own frames (e.g. out of memory)
+            raise LuaBehaviorError(f"sandbox error: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise LuaBehaviorError("the script returned a string that is not valid UTF-8") from exc
+        if not isinstance(outcome, tuple):
+            outcome = (outcome,)
+        status = outcome[0]
+        if status == "ok":
+            return tuple(outcome[1:])
+        if status == "limit":
+            raise LuaLimitExceeded(_LIMIT_KINDS.get(str(outcome[1]), "instructions"))
+        if status == "missing":
+            raise LuaBehaviorError(f"the script does not define the function {outcome[1]}")
+        message = str(outcome[1])
+        line = outcome[2] if len(outcome) > 2 and isinstance(outcome[2], int) else None
+        raise LuaBehaviorError(message, self._line_of(message) or line)
+
+    def _to_lua(self, value: Any) -> Any:
+        try:
+            return python_to_lua(self._lua, value, self.limits)
+        except ConversionError as exc:
+            raise LuaBehaviorError(f"argument cannot be converted: {exc}") from exc
+        except lua54.LuaMemoryError as exc:
+            raise LuaLimitExceeded("memory") from exc
+
+    def _from_lua_results(self, results: tuple[Any, ...]) -> Any:
+        try:
+            converted = [lua_to_python(r, self.limits, self._ident) for r in results]
+        except ConversionError as exc:
+            raise LuaBehaviorError(f"result cannot be converted: {exc}") from exc
+        if not converted:
+            return None
+        if len(converted) == 1:
+            return converted[0]
+        return tuple(converted)
+
+    def _line_of(self, message: str) -> int | None:
+        match = re.match(re.escape(self.chunk_name) + r":(\d+):", message)
+        return int(match.group(1)) if match else None
