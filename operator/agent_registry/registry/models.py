@@ -1,0 +1,231 @@
+"""The schema, as SQLAlchemy 2 typed models. Migrations in migrations/versions/ create the
+same tables (a test runs alembic's autogenerate comparison and expects no difference).
+
+The seed's tables and indexes are kept. What changed, and why:
+- Rates are not stored: `successes`, `timed_tasks` and `total_response_time_ms` are, and the
+  rates are derived on read (exact under concurrency, one atomic UPDATE per batch).
+- `agent_behaviors` is keyed by (namespace, name) and carries `revision`/`script_sha256`;
+  every script a behavior ever had stays in `agent_behavior_revisions`, and an assignment
+  records the revision and sha256 it assigned, so history says exactly which script ran.
+- At most one open assignment per agent (a partial unique index), which the hot path uses.
+- `processed_report_batches` makes reports idempotent: a batch id is counted once, ever.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    Uuid,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "%(table_name)s_%(column_0_N_name)s_index",
+    "uq": "%(table_name)s_%(column_0_N_name)s_key",
+    "ck": "%(table_name)s_%(constraint_name)s_check",
+    "fk": "%(table_name)s_%(column_0_name)s_fkey",
+    "pk": "%(table_name)s_pkey",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on both backends. SQLite has no time zones: store naive
+    UTC there (fixed-width text, so comparisons in SQL stay chronological)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: the registry stores UTC only")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _counter() -> Mapped[int]:
+    return mapped_column(BigInteger, nullable=False, default=0, server_default=text("0"))
+
+
+class AgentBehavior(Base):
+    __tablename__ = "agent_behaviors"
+    __table_args__ = (
+        Index("agent_behaviors_namespace_name_index", "namespace", "name", unique=True),
+        Index("agent_behaviors_role_type_index", "role_type"),
+        Index("agent_behaviors_parent_behavior_id_index", "parent_behavior_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    namespace: Mapped[str] = mapped_column(String(253), nullable=False)
+    name: Mapped[str] = mapped_column(String(253), nullable=False)
+    role_type: Mapped[str] = mapped_column(Text, nullable=False)
+    lua_script: Mapped[str] = mapped_column(Text, nullable=False)
+    script_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    revision: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    parent_behavior_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("agent_behaviors.id", ondelete="SET NULL"), nullable=True
+    )
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    inserted_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class AgentBehaviorRevision(Base):
+    __tablename__ = "agent_behavior_revisions"
+    __table_args__ = (Index("agent_behavior_revisions_script_sha256_index", "script_sha256"),)
+
+    behavior_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("agent_behaviors.id", ondelete="CASCADE"), primary_key=True
+    )
+    revision: Mapped[int] = mapped_column(Integer, primary_key=True)
+    lua_script: Mapped[str] = mapped_column(Text, nullable=False)
+    script_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    inserted_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class Agent(Base):
+    __tablename__ = "agent_registry"
+    __table_args__ = (
+        # The seed has both UNIQUE(agent_id) and this index; one unique index is both.
+        Index("agent_registry_agent_id_index", "agent_id", unique=True),
+        Index("agent_registry_role_index", "agent_role"),
+        Index("agent_registry_behavior_id_index", "behavior_id"),
+        Index("agent_registry_status_index", "status"),
+        CheckConstraint("status IN ('active', 'paused', 'stopped')", name="status"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    agent_id: Mapped[str] = mapped_column(String(512), nullable=False)
+    agent_role: Mapped[str] = mapped_column(Text, nullable=False)
+    agent_name: Mapped[str | None] = mapped_column(Text, nullable=True)
+    behavior_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("agent_behaviors.id"), nullable=True
+    )
+    behavior_assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    status: Mapped[str] = mapped_column(
+        String(16), nullable=False, default="active", server_default=text("'active'")
+    )
+    cycles_completed: Mapped[int] = _counter()
+    tasks_completed: Mapped[int] = _counter()
+    successes: Mapped[int] = _counter()
+    timed_tasks: Mapped[int] = _counter()
+    total_response_time_ms: Mapped[float] = mapped_column(
+        Double, nullable=False, default=0.0, server_default=text("0")
+    )
+    last_task_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_failure_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    consecutive_failures: Mapped[int] = _counter()
+    loaded_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    loaded_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_by: Mapped[str | None] = mapped_column(Text, nullable=True)
+    notes: Mapped[str | None] = mapped_column(Text, nullable=True)
+    inserted_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class Assignment(Base):
+    __tablename__ = "agent_behavior_assignments"
+    __table_args__ = (
+        Index("agent_behavior_assignments_agent_id_index", "agent_id"),
+        Index("agent_behavior_assignments_behavior_id_index", "behavior_id"),
+        Index("agent_behavior_assignments_assigned_at_index", "assigned_at"),
+        Index(
+            "agent_behavior_assignments_open_index",
+            "agent_id",
+            unique=True,
+            postgresql_where=text("unassigned_at IS NULL"),
+            sqlite_where=text("unassigned_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    agent_id: Mapped[str] = mapped_column(
+        String(512), ForeignKey("agent_registry.agent_id"), nullable=False
+    )
+    behavior_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("agent_behaviors.id"), nullable=False
+    )
+    behavior_revision: Mapped[int] = mapped_column(Integer, nullable=False)
+    script_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    assigned_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    assigned_by: Mapped[str | None] = mapped_column(Text, nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    unassigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    tasks_completed: Mapped[int] = _counter()
+    successes: Mapped[int] = _counter()
+    timed_tasks: Mapped[int] = _counter()
+    total_response_time_ms: Mapped[float] = mapped_column(
+        Double, nullable=False, default=0.0, server_default=text("0")
+    )
+    outcome_notes: Mapped[str | None] = mapped_column(Text, nullable=True)
+    loaded_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ProcessedBatch(Base):
+    """One row per report batch ever counted: the idempotency record."""
+
+    __tablename__ = "processed_report_batches"
+    __table_args__ = (Index("processed_report_batches_agent_id_index", "agent_id"),)
+
+    batch_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    agent_id: Mapped[str] = mapped_column(String(512), nullable=False)
+    recorded: Mapped[int] = mapped_column(Integer, nullable=False)
+    processed_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+# The Core tables, typed as Table (DeclarativeBase types __table__ as a FromClause).
+AGENTS = cast(Table, Agent.__table__)
+BEHAVIORS = cast(Table, AgentBehavior.__table__)
+REVISIONS = cast(Table, AgentBehaviorRevision.__table__)
+ASSIGNMENTS = cast(Table, Assignment.__table__)
+BATCHES = cast(Table, ProcessedBatch.__table__)
+
+__all__ = [
+    "AGENTS",
+    "ASSIGNMENTS",
+    "BATCHES",
+    "BEHAVIORS",
+    "REVISIONS",
+    "Agent",
+    "AgentBehavior",
+    "AgentBehaviorRevision",
+    "Assignment",
+    "Base",
+    "ProcessedBatch",
+    "UTCDateTime",
+    "utcnow",
+]

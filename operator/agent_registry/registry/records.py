@@ -1,0 +1,165 @@
+"""What the registry returns: frozen pydantic records, never live ORM objects.
+
+Field names are the seed's column names. Rates (`success_rate`, `avg_response_time_ms`) are
+computed fields derived from the exact integers stored in the database (`successes`,
+`tasks_completed`, `total_response_time_ms`, `timed_tasks`), so they can never disagree.
+Every datetime is timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, computed_field
+
+from agent_registry.registry import stats
+
+Status = Literal["active", "paused", "stopped"]
+STATUSES: tuple[Status, ...] = ("active", "paused", "stopped")
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class _Counters(_Record):
+    tasks_completed: int = 0
+    successes: int = 0
+    timed_tasks: int = 0
+    total_response_time_ms: float = 0.0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def success_rate(self) -> float:
+        """successes / tasks_completed; 1.0 (the seed's default) before the first task."""
+        return stats.success_rate(self.successes, self.tasks_completed)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def avg_response_time_ms(self) -> float:
+        """Mean duration of the tasks that reported one; 0.0 before the first."""
+        return stats.avg_response_time_ms(self.total_response_time_ms, self.timed_tasks)
+
+
+class BehaviorRecord(_Record):
+    id: uuid.UUID
+    namespace: str
+    name: str
+    role_type: str
+    lua_script: str
+    script_sha256: str
+    revision: int
+    parent_behavior_id: uuid.UUID | None
+    description: str | None
+    inserted_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None
+
+
+class BehaviorRevisionRecord(_Record):
+    """One script a behavior has had; every revision is kept (history says what ran)."""
+
+    behavior_id: uuid.UUID
+    revision: int
+    lua_script: str
+    script_sha256: str
+    inserted_at: datetime
+
+
+class AgentRecord(_Counters):
+    id: uuid.UUID
+    agent_id: str
+    agent_role: str
+    agent_name: str | None
+    behavior_id: uuid.UUID | None
+    behavior_assigned_at: datetime | None
+    status: Status
+    cycles_completed: int
+    last_task_at: datetime | None
+    last_success_at: datetime | None
+    last_failure_at: datetime | None
+    consecutive_failures: int
+    loaded_sha256: str | None
+    loaded_at: datetime | None
+    created_by: str | None
+    notes: str | None
+    inserted_at: datetime
+    updated_at: datetime
+
+
+class AssignmentRecord(_Counters):
+    """One row of an agent's behavior history. Open while `unassigned_at` is None; the
+    counters cover the tasks run under this assignment only."""
+
+    id: uuid.UUID
+    agent_id: str
+    behavior_id: uuid.UUID
+    behavior_revision: int
+    script_sha256: str
+    assigned_at: datetime
+    assigned_by: str | None
+    reason: str | None
+    unassigned_at: datetime | None
+    outcome_notes: str | None
+    loaded_at: datetime | None  # first time the agent confirmed this script was loaded
+
+    @property
+    def is_open(self) -> bool:
+        return self.unassigned_at is None
+
+
+class UnderperformingAgent(AgentRecord):
+    """An agent flagged by list_underperforming_agents, with the current assignment whose
+    results were judged (the agent's lifetime counters are in the inherited fields)."""
+
+    assignment: AssignmentRecord
+
+
+class LoadConfirmation(_Record):
+    """Result of confirm_loaded. `new` is True the first time the current assignment's script
+    is confirmed (then loaded_at - assigned_at is the reload latency)."""
+
+    new: bool
+    matches_assignment: bool
+    assigned_at: datetime | None
+
+
+class BehaviorSummary(_Record):
+    """agent_count: agents not stopped whose current assignment is this behavior;
+    tasks_completed/successes: over every assignment of this behavior, all revisions."""
+
+    behavior_id: uuid.UUID
+    agent_count: int
+    tasks_completed: int
+    successes: int
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def success_rate(self) -> float:
+        return stats.success_rate(self.successes, self.tasks_completed)
+
+
+class BehaviorChanged(_Record):
+    """Published to subscribe()rs when an agent's assignment changes or is hot-reloaded."""
+
+    agent_id: str
+    behavior_id: uuid.UUID
+    revision: int
+    script_sha256: str
+    reason: str
+
+
+__all__ = [
+    "STATUSES",
+    "AgentRecord",
+    "AssignmentRecord",
+    "BehaviorChanged",
+    "BehaviorRecord",
+    "BehaviorRevisionRecord",
+    "BehaviorSummary",
+    "LoadConfirmation",
+    "Status",
+    "UnderperformingAgent",
+]
