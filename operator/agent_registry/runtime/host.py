@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from agent_registry.lua import Limits, LuaError, LuaValidationError, Sandbox
+from agent_registry.lua import Limits, LuaError, Sandbox
 from agent_registry.reports import LoadedBehavior, LoadFailure
 from agent_registry.runtime.bundle import BehaviorBundle
 
@@ -132,7 +132,7 @@ class BehaviorHost:
             return self._fail(bundle, f"invalid limits: {exc}", None)
         with self._lock:
             old = self._sandbox
-            previous_state = old.state if old is not None else None
+            previous_state = self._state_to_carry(old)
             try:
                 new = self._factory(
                     bundle.script,
@@ -163,6 +163,19 @@ class BehaviorHost:
         )
         return loaded
 
+    @staticmethod
+    def _state_to_carry(old: SandboxLike | None) -> dict[str, Any] | None:
+        if old is None:
+            return None
+        try:
+            return old.state
+        except LuaError as exc:
+            # The running script left ctx.state unconvertible (not a table, a function in it,
+            # too big). Refusing the new script would leave no way to fix that agent: hand
+            # over an empty state instead, and say so.
+            log.warning("ctx.state cannot be carried over (%s); the new script starts empty", exc)
+            return {}
+
     def _fail(self, bundle: BehaviorBundle, error: str, line: int | None) -> LoadFailure:
         failure = LoadFailure(
             sha256=bundle.sha256,
@@ -184,11 +197,7 @@ class BehaviorHost:
     def _limits_for(self, bundle: BehaviorBundle) -> Limits:
         if self._default_limits is None:
             return Limits(**bundle.limits)
-        if not bundle.limits:
-            return self._default_limits
-        if dataclasses.is_dataclass(self._default_limits):
-            return dataclasses.replace(self._default_limits, **bundle.limits)
-        return Limits(**{**vars(self._default_limits), **bundle.limits})
+        return dataclasses.replace(self._default_limits, **bundle.limits)
 
     # -- calling -------------------------------------------------------------------------
 
@@ -226,8 +235,5 @@ class BehaviorHost:
                 self._sandbox = None
 
 
-def _line_of(exc: BaseException) -> int | None:
-    line = getattr(exc, "line", None)
-    if isinstance(exc, LuaValidationError | LuaError) and isinstance(line, int):
-        return line
-    return None
+def _line_of(exc: LuaError) -> int | None:
+    return exc.line if isinstance(exc.line, int) else None

@@ -1,0 +1,137 @@
+"""ConfigMapWatchSource against the real local kube-apiserver (fixtures from
+tests/fixtures/kube.py): initial list, updates, delete/recreate, server-side watch timeouts,
+and a 410 Gone (a resourceVersion older than the apiserver keeps) answered by a relist."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from agent_registry.runtime.bundle import BehaviorBundle
+from agent_registry.runtime.configmap_source import ConfigMapWatchSource, make_api_client
+from runtime.waiting import wait_until_sync
+
+pytestmark = pytest.mark.kube
+
+NAME = "scout-behavior"
+
+
+def data(version: int) -> dict[str, str]:
+    return {
+        "behavior.lua": f"-- v{version}\nfunction on_task() return {version} end\n",
+        "behavior.json": json.dumps({"name": "b", "namespace": "x", "revision": version}),
+    }
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.bundles: list[BehaviorBundle] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, bundle: BehaviorBundle) -> None:
+        with self.lock:
+            self.bundles.append(bundle)
+
+    @property
+    def revisions(self) -> list[int | None]:
+        with self.lock:
+            return [b.revision for b in self.bundles]
+
+
+@pytest.fixture
+def core(kubeconfig: str) -> Iterator[Any]:
+    from kubernetes import client
+
+    api_client = make_api_client(kubeconfig)
+    yield client.CoreV1Api(api_client)
+    api_client.close()
+
+
+def create(core: Any, namespace: str, version: int) -> None:
+    core.create_namespaced_config_map(
+        namespace, {"metadata": {"name": NAME}, "data": data(version)}
+    )
+
+
+def update(core: Any, namespace: str, version: int) -> None:
+    core.patch_namespaced_config_map(NAME, namespace, {"data": data(version)})
+
+
+def test_initial_content_then_updates(core: Any, namespace: str, kubeconfig: str) -> None:
+    create(core, namespace, 1)
+    source = ConfigMapWatchSource(namespace, NAME, kubeconfig=kubeconfig)
+    seen = Collector()
+    source.start(seen)
+    try:
+        assert seen.revisions == [1]  # delivered before start() returned
+        for version in (2, 3):
+            update(core, namespace, version)
+            wait_until_sync(lambda v=version: seen.revisions[-1] == v)  # type: ignore[misc]
+        # A change that does not touch the data is delivered too (the host ignores it).
+        core.patch_namespaced_config_map(NAME, namespace, {"metadata": {"labels": {"x": "y"}}})
+        wait_until_sync(lambda: len(seen.revisions) == 4)
+    finally:
+        source.stop()
+    assert seen.revisions == [1, 2, 3, 3]
+    assert seen.bundles[1].script == data(2)["behavior.lua"]
+
+
+def test_missing_at_start_deleted_and_recreated(core: Any, namespace: str, kubeconfig: str) -> None:
+    source = ConfigMapWatchSource(namespace, NAME, kubeconfig=kubeconfig)
+    seen = Collector()
+    source.start(seen)
+    try:
+        assert seen.revisions == []
+        create(core, namespace, 1)
+        wait_until_sync(lambda: seen.revisions == [1])
+        core.delete_namespaced_config_map(NAME, namespace)
+        create(core, namespace, 2)
+        wait_until_sync(lambda: seen.revisions == [1, 2])
+    finally:
+        source.stop()
+
+
+def test_watch_resumes_after_the_server_ends_it(core: Any, namespace: str, kubeconfig: str) -> None:
+    create(core, namespace, 1)
+    source = ConfigMapWatchSource(namespace, NAME, kubeconfig=kubeconfig, watch_timeout=1)
+    seen = Collector()
+    source.start(seen)
+    try:
+        threading.Event().wait(2.5)  # at least two server-side watch timeouts
+        update(core, namespace, 2)
+        wait_until_sync(lambda: seen.revisions == [1, 2])
+    finally:
+        source.stop()
+    assert source.relists == 1, "a timed-out watch resumes from its version, no relist"
+    assert source.errors == 0
+
+
+def test_gone_resource_version_relists(core: Any, namespace: str, kubeconfig: str) -> None:
+    create(core, namespace, 1)
+    source = ConfigMapWatchSource(namespace, NAME, kubeconfig=kubeconfig)
+    # Start from a version the apiserver no longer keeps: it answers 410 Gone.
+    source._list = lambda: setattr(source, "resource_version", "1")  # type: ignore[method-assign]
+    seen = Collector()
+    original_list = ConfigMapWatchSource._list.__get__(source)
+    calls = {"n": 0}
+
+    def first_stale_then_real() -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            source.resource_version = "1"
+            return
+        original_list()
+
+    source._list = first_stale_then_real  # type: ignore[method-assign]
+    source.start(seen)
+    try:
+        wait_until_sync(lambda: seen.revisions == [1])  # from the relist after the 410
+        update(core, namespace, 2)
+        wait_until_sync(lambda: seen.revisions == [1, 2])
+    finally:
+        source.stop()
+    assert calls["n"] == 2
