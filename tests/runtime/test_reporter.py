@@ -15,6 +15,7 @@ import pytest
 from agent_registry.reports import LoadedBehavior, LoadFailure
 from agent_registry.runtime.backoff import Backoff
 from agent_registry.runtime.reporter import AgentRef, OutcomeReporter
+from agent_registry.runtime.reporter_thread import ReporterThread
 from runtime.fake_registry import FakeRegistry, fake_registry
 from runtime.waiting import wait_until
 
@@ -242,3 +243,17 @@ async def test_token_file_is_reread_on_every_send(tmp_path: Path) -> None:
         reporter.stop()
         await task
     assert registry.tokens == ["first-token", "rotated-token"]
+
+
+async def test_reporter_thread_for_synchronous_agents() -> None:
+    async with fake_registry() as registry:
+        reporter = make_reporter(registry, interval=3600.0)
+
+        def agent() -> None:
+            with ReporterThread(reporter):
+                for i in range(10):
+                    reporter.record(True, float(i))
+            # leaving the block flushed everything
+
+        await asyncio.to_thread(agent)
+    assert registry.outcomes_counted == 10

@@ -10,7 +10,7 @@ Library use (see docs/runtime.md):
 
 Modules: bundle (what a behavior ConfigMap holds), kubelet_volume (the kubelet's atomic
 writer), inotify + directory_source, configmap_source, host, outcome_buffer + backoff +
-reporter, simulate, http_api + sidecar.
+reporter (+ reporter_thread for synchronous agents), simulate, http_api + sidecar.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from agent_registry.runtime.kubelet_volume import write_configmap_volume
     from agent_registry.runtime.outcome_buffer import OutcomeBuffer
     from agent_registry.runtime.reporter import AgentRef, OutcomeReporter, ReporterStats
+    from agent_registry.runtime.reporter_thread import ReporterThread
     from agent_registry.runtime.sidecar import Sidecar
     from agent_registry.runtime.source import BehaviorSource
 
@@ -46,6 +47,7 @@ _EXPORTS = {
     "OutcomeBuffer": "outcome_buffer",
     "OutcomeReporter": "reporter",
     "ReporterStats": "reporter",
+    "ReporterThread": "reporter_thread",
     "Sidecar": "sidecar",
     "parse_bundle": "bundle",
     "write_configmap_volume": "kubelet_volume",
@@ -73,6 +75,7 @@ __all__ = [
     "OutcomeBuffer",
     "OutcomeReporter",
     "ReporterStats",
+    "ReporterThread",
     "Sidecar",
     "parse_bundle",
     "write_configmap_volume",
