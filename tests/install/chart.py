@@ -67,7 +67,14 @@ def template_text(
         yaml.safe_dump(dict(values or {}), f)
         f.flush()
         return helm(
-            "template", release, str(CHART), "--namespace", namespace, "-f", f.name, *extra,
+            "template",
+            release,
+            str(CHART),
+            "--namespace",
+            namespace,
+            "-f",
+            f.name,
+            *extra,
             check=check,
         )
 

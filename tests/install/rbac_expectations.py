@@ -1,8 +1,12 @@
 """What the operator's ServiceAccount may do: exactly this, nothing more.
 
+Source: the table in operator/agent_registry/controller/__init__.py (the controller's own account of
+the calls it makes), minus the webhook row: the chart owns the ValidatingWebhookConfiguration
+(service reference + CA bundle), so the operator needs no admissionregistration access.
+
 The chart's Roles/ClusterRoles must grant exactly these (tests/install/test_chart.py) and the
-apiserver must answer `kubectl auth can-i` accordingly with the ServiceAccount's own token, both ways
-(tests/install/test_rbac.py).
+apiserver must answer `kubectl auth can-i` accordingly with the ServiceAccount's own token,
+both ways (tests/install/test_cluster.py).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ GROUP = "agents.singularity.dev"
 NAMESPACED: Rules = {
     # kopf: watch, and patch metadata (finalizer, progress annotations).
     (GROUP, "agents"): frozenset({"get", "list", "watch", "patch"}),
-    (GROUP, "agentbehaviors"): frozenset({"get", "list", "watch", "patch"}),
+    (GROUP, "agentbehaviors"): frozenset({"list", "watch", "patch"}),
     # status write-back.
     (GROUP, "agents/status"): frozenset({"patch"}),
     (GROUP, "agentbehaviors/status"): frozenset({"patch"}),
@@ -67,10 +71,12 @@ def rules_to_table(rules: list[dict[str, list[str]]]) -> Rules:
     """Flatten RBAC PolicyRules into (group, resource) -> verbs; wildcards are refused outright."""
     table: dict[tuple[str, str], set[str]] = {}
     for rule in rules:
-        assert "resourceNames" not in rule and "nonResourceURLs" not in rule, rule
+        assert "resourceNames" not in rule, rule
+        assert "nonResourceURLs" not in rule, rule
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
                 verbs = set(rule["verbs"])
-                assert "*" not in verbs and group != "*" and resource != "*", rule
+                assert "*" not in verbs, rule
+                assert "*" not in (group, resource), rule
                 table.setdefault((group, resource), set()).update(verbs)
     return {k: frozenset(v) for k, v in table.items()}

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
 from install.chart import (
     CHART,
     CRDS,
@@ -105,7 +106,8 @@ def test_operator_pod_is_hardened() -> None:
         assert sc["readOnlyRootFilesystem"] is True
         assert sc["allowPrivilegeEscalation"] is False
         assert sc["capabilities"]["drop"] == ["ALL"]
-        assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+        assert container["resources"]["requests"]
+        assert container["resources"]["limits"]["memory"]
         # With a read-only root, every writable path must be a volume.
         mounts = {m["mountPath"] for m in container["volumeMounts"]}
         assert "/tmp" in mounts
@@ -127,8 +129,12 @@ def test_sqlite_default_runs_migrations_then_the_operator_on_a_pvc() -> None:
     assert migrate["command"] == ["agentreg", "migrate"]
     operator = operator_container(manifests)
     assert operator["command"] == ["agentreg", "run"]
-    url = {"name": "AGENTREG_DATABASE_URL", "value": "sqlite+aiosqlite:////var/lib/agent-registry/agent-registry.db"}
-    assert url in migrate["env"] and url in operator["env"]
+    url = {
+        "name": "AGENTREG_DATABASE_URL",
+        "value": "sqlite+aiosqlite:////var/lib/agent-registry/agent-registry.db",
+    }
+    assert url in migrate["env"]
+    assert url in operator["env"]
     pvc = one(manifests, "PersistentVolumeClaim")
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["data"]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
@@ -161,7 +167,11 @@ def test_default_rbac_is_a_role_in_the_release_namespace_plus_cluster_minimum() 
     sa = one(manifests, "ServiceAccount")
     for binding in find(manifests, "RoleBinding") + find(manifests, "ClusterRoleBinding"):
         assert binding["subjects"] == [
-            {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "agent-registry"}
+            {
+                "kind": "ServiceAccount",
+                "name": sa["metadata"]["name"],
+                "namespace": "agent-registry",
+            }
         ]
     assert operator_container(manifests)["args"][0] == "--namespace=agent-registry"
 
@@ -174,16 +184,18 @@ def test_listed_namespaces_get_one_role_each() -> None:
     bindings = find(manifests, "RoleBinding")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     args = operator_container(manifests)["args"]
-    assert [a for a in args if a.startswith("--namespace")] == ["--namespace=team-a", "--namespace=team-b"]
+    assert [a for a in args if a.startswith("--namespace")] == [
+        "--namespace=team-a",
+        "--namespace=team-b",
+    ]
     assert "--all-namespaces" not in args
 
 
 def test_all_namespaces_uses_a_cluster_role() -> None:
     manifests = render({"watch": {"allNamespaces": True}})
-    assert not find(manifests, "Role") and not find(manifests, "RoleBinding")
-    tables = sorted(
-        (rules_to_table(r["rules"]) for r in find(manifests, "ClusterRole")), key=len
-    )
+    assert not find(manifests, "Role")
+    assert not find(manifests, "RoleBinding")
+    tables = sorted((rules_to_table(r["rules"]) for r in find(manifests, "ClusterRole")), key=len)
     assert tables == sorted([CLUSTER, NAMESPACED], key=len)
     assert "--all-namespaces" in operator_container(manifests)["args"]
 
@@ -203,7 +215,9 @@ def test_service_selects_the_operator_pod_and_its_ports() -> None:
     port_names = {p["name"] for p in operator_container(manifests)["ports"]}
     assert {p["targetPort"] for p in service["spec"]["ports"]} <= port_names
     monitor = one(manifests, "ServiceMonitor")
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
     assert monitor["spec"]["endpoints"][0]["port"] == "http"
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
 
@@ -229,7 +243,10 @@ def test_webhook_certificate_is_valid_for_the_service_and_signed_by_the_ca_bundl
     if isinstance(public_key, rsa.RSAPublicKey):
         assert cert.signature_hash_algorithm is not None
         public_key.verify(
-            cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), cert.signature_hash_algorithm
+            cert.signature,
+            cert.tbs_certificate_bytes,
+            padding.PKCS1v15(),
+            cert.signature_hash_algorithm,
         )
     assert cert.not_valid_after_utc > datetime.now(UTC)
 

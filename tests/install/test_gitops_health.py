@@ -70,7 +70,11 @@ def agent(
     st["conditions"] = (
         conditions
         if conditions is not None
-        else [cond("BehaviorAssigned", "True"), cond("BehaviorLoaded", "True"), cond("Ready", "True")]
+        else [
+            cond("BehaviorAssigned", "True"),
+            cond("BehaviorLoaded", "True"),
+            cond("Ready", "True"),
+        ]
     )
     obj["status"] = st
     return obj
@@ -98,7 +102,7 @@ def behavior(
     return obj
 
 
-# ---- Agent -----------------------------------------------------------------------------------------
+# ---- Agent --------------------------------------------------------------------------------------
 
 
 def test_agent_ready_with_confirmed_script_is_healthy(lua: ModuleType) -> None:
@@ -165,13 +169,16 @@ def test_paused_agent_is_suspended(lua: ModuleType) -> None:
 
 
 def test_agent_kstatus_conditions_are_honoured(lua: ModuleType) -> None:
-    stalled = [cond("Stalled", "True", "InvalidTemplate", "spec.template: bad"), cond("Ready", "True")]
+    stalled = [
+        cond("Stalled", "True", "InvalidTemplate", "spec.template: bad"),
+        cond("Ready", "True"),
+    ]
     assert assess(lua, AGENT_LUA, agent(conditions=stalled)) == ("Degraded", "spec.template: bad")
     reconciling = [cond("Reconciling", "True", "Rendering"), cond("Ready", "True")]
     assert assess(lua, AGENT_LUA, agent(conditions=reconciling)) == ("Progressing", "Rendering")
 
 
-# ---- AgentBehavior ----------------------------------------------------------------------------------
+# ---- AgentBehavior ------------------------------------------------------------------------------
 
 
 def test_valid_behavior_is_healthy(lua: ModuleType) -> None:
@@ -203,7 +210,7 @@ def test_behavior_not_yet_validated_is_progressing(lua: ModuleType) -> None:
     assert assess(lua, BEHAVIOR_LUA, behavior(conditions=unknown)) == ("Progressing", "Validating")
 
 
-# ---- docs ---------------------------------------------------------------------------------------------
+# ---- docs ---------------------------------------------------------------------------------------
 
 
 def test_docs_argocd_cm_snippet_carries_the_same_lua() -> None:
@@ -217,7 +224,9 @@ def test_docs_argocd_cm_snippet_carries_the_same_lua() -> None:
     ]
     assert len(configmaps) == 1, "docs/gitops.md needs exactly one argocd-cm snippet"
     data = configmaps[0]["data"]
-    assert data["resource.customizations.health.agents.singularity.dev_Agent"] == AGENT_LUA.read_text()
+    assert (
+        data["resource.customizations.health.agents.singularity.dev_Agent"] == AGENT_LUA.read_text()
+    )
     assert (
         data["resource.customizations.health.agents.singularity.dev_AgentBehavior"]
         == BEHAVIOR_LUA.read_text()

@@ -1,9 +1,9 @@
-"""What the container images do, minus Docker (no engine here): build the wheel from exactly the files
-the Dockerfiles copy, install it into a fresh venv, and run the images' entrypoints from it.
+"""What the container images do, minus Docker (no engine here): build the wheel from exactly the
+files the Dockerfiles copy, install it into a fresh venv, and run the images' entrypoints from it.
 
-The fresh venv gets the wheel itself, with its dependencies borrowed read-only from the project's venv
-through a path entry (no network, no minutes of reinstalling lupa/psycopg); the editable install of the
-project is not visible there, so `agent_registry` can only come from the wheel (asserted below).
+The fresh venv gets the wheel itself, with its dependencies borrowed read-only from the project's
+venv through a path entry (no network, no minutes reinstalling lupa/psycopg); the editable install
+of the project is not visible there, so `agent_registry` can only come from the wheel (asserted).
 """
 
 from __future__ import annotations
@@ -77,7 +77,11 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     dist = root / "dist"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--wheel-dir", str(dist), "-q"],
-        cwd=context, check=True, capture_output=True, text=True, timeout=600,
+        cwd=context,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     (wheel,) = dist.glob("agent_registry-*.whl")
 
@@ -85,21 +89,46 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     venv.EnvBuilder(with_pip=False).create(env_dir)
     purelib = Path(
         subprocess.check_output(
-            [str(env_dir / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            [
+                str(env_dir / "bin" / "python"),
+                "-c",
+                "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+            ],
             text=True,
         ).strip()
     )
     # Dependencies from the project's venv, appended after the fresh venv's own site-packages.
     (purelib / "_project_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q",
-         "--target", str(purelib), str(wheel)],
-        check=True, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-index",
+            "-q",
+            "--target",
+            str(purelib),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     # pip --target does not write console scripts; write the one the wheel declares, as pip would.
-    entry_points = zipfile.ZipFile(wheel).read(
-        next(n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".dist-info/entry_points.txt"))
-    ).decode()
+    entry_points = (
+        zipfile.ZipFile(wheel)
+        .read(
+            next(
+                n
+                for n in zipfile.ZipFile(wheel).namelist()
+                if n.endswith(".dist-info/entry_points.txt")
+            )
+        )
+        .decode()
+    )
     assert re.search(r"^agentreg\s*=\s*agent_registry\.cli:main$", entry_points, re.M), entry_points
     script = env_dir / "bin" / "agentreg"
     script.write_text(
@@ -111,7 +140,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
 
 
 def test_the_package_comes_from_the_wheel(installed: Installed) -> None:
-    done = installed.run(str(installed.python), "-c", "import agent_registry; print(agent_registry.__file__)")
+    done = installed.run(
+        str(installed.python), "-c", "import agent_registry; print(agent_registry.__file__)"
+    )
     assert done.returncode == 0, done.stderr
     assert Path(done.stdout.strip()).is_relative_to(installed.venv), done.stdout
 
@@ -146,8 +177,16 @@ def test_entrypoints_run_from_the_installed_wheel(installed: Installed, command:
 def test_the_chart_flags_exist(installed: Installed) -> None:
     # The Deployment passes these to `agentreg run`; a renamed flag would crash-loop the operator.
     run_help = installed.run(str(installed.agentreg), "run", "--help").stdout
-    for flag in ("--namespace", "--all-namespaces", "--api-listen", "--health-listen",
-                 "--status-interval", "--webhook", "--no-webhook", "--webhook-listen"):
+    for flag in (
+        "--namespace",
+        "--all-namespaces",
+        "--api-listen",
+        "--health-listen",
+        "--status-interval",
+        "--webhook",
+        "--no-webhook",
+        "--webhook-listen",
+    ):
         assert flag in run_help, flag
 
 
@@ -155,13 +194,21 @@ def test_migrate_from_the_installed_wheel(installed: Installed, tmp_path: Path) 
     # What the chart's init container does, with the embedded SQLite default of the image.
     db = tmp_path / "agent-registry.db"
     done = installed.run(
-        str(installed.agentreg), "migrate", "--database-url", f"sqlite+aiosqlite:///{db}",
+        str(installed.agentreg),
+        "migrate",
+        "--database-url",
+        f"sqlite+aiosqlite:///{db}",
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
     with sqlite3.connect(db) as conn:
         tables = {r[0] for r in conn.execute("select name from sqlite_master where type='table'")}
-    assert {"agent_behaviors", "agent_registry", "agent_behavior_assignments", "alembic_version"} <= tables
+    assert {
+        "agent_behaviors",
+        "agent_registry",
+        "agent_behavior_assignments",
+        "alembic_version",
+    } <= tables
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
@@ -172,9 +219,12 @@ def test_dockerfile_is_multistage_pinned_and_non_root(dockerfile: Path) -> None:
     # An exact patch release and Debian release (or a digest): never a moving tag like 3.11-slim.
     assert re.fullmatch(r"python:3\.11\.\d+-slim-[a-z]+(@sha256:[0-9a-f]{64})?", base[1]), base[1]
     stages = re.findall(r"^FROM\s+(\S+)(?:\s+AS\s+(\S+))?$", text, re.M)
-    assert len(stages) >= 2 and stages[0][1] == "build"
+    assert len(stages) >= 2
+    assert stages[0][1] == "build"
     assert all(image == "${PYTHON_IMAGE}" for image, _ in stages)
-    assert "pip wheel" in text and "/wheels/agent_registry-" in text
+    assert "pip wheel" in text
+    assert "/wheels/agent_registry-" in text
     assert "COPY --from=build /opt/agent-registry /opt/agent-registry" in text
     users = re.findall(r"^USER\s+(\S+)$", text, re.M)
-    assert users and re.fullmatch(r"[1-9]\d*:[1-9]\d*", users[-1]), users  # numeric, not root
+    assert users, "no USER"
+    assert re.fullmatch(r"[1-9]\d*:[1-9]\d*", users[-1]), users  # numeric, not root

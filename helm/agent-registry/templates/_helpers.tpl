@@ -96,11 +96,14 @@ away, and merge-patches /status; the registry API reads an Agent to authorize a 
 Namespaced rules: granted per served namespace (Role) or everywhere (ClusterRole, allNamespaces=true).
 */}}
 {{- define "agent-registry.rules.namespaced" -}}
-# kopf: list+watch (handlers, indexes), patch (finalizer, annotations); get: the API checks the
-# reporting Agent's spec.serviceAccountName.
+# kopf: list+watch (handlers, indexes), patch (finalizer, annotations); get on agents: the registry
+# API reads the reporting Agent's spec.serviceAccountName.
 - apiGroups: [agents.singularity.dev]
-  resources: [agents, agentbehaviors]
+  resources: [agents]
   verbs: [get, list, watch, patch]
+- apiGroups: [agents.singularity.dev]
+  resources: [agentbehaviors]
+  verbs: [list, watch, patch]
 # Status write-back (stats, conditions, assigned and loaded behavior): merge patches.
 - apiGroups: [agents.singularity.dev]
   resources: [agents/status, agentbehaviors/status]
