@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from agent_registry.runtime.bundle import BehaviorBundle
 from agent_registry.runtime.configmap_source import ConfigMapWatchSource, make_api_client
@@ -135,3 +137,62 @@ def test_gone_resource_version_relists(core: Any, namespace: str, kubeconfig: st
     finally:
         source.stop()
     assert calls["n"] == 2
+
+
+def restricted_kubeconfig(kube_cluster: Any, namespace: str, tmp_path: Path) -> str:
+    """A kubeconfig for a ServiceAccount allowed get/list/watch on NAME only (docs/runtime.md)."""
+    kubectl = kube_cluster.kubectl
+    kubectl("create", "serviceaccount", "agent", "-n", namespace)
+    kubectl(
+        "create",
+        "role",
+        "behavior-reader",
+        "-n",
+        namespace,
+        "--verb=get,list,watch",
+        "--resource=configmaps",
+        f"--resource-name={NAME}",
+    )
+    kubectl(
+        "create",
+        "rolebinding",
+        "behavior-reader",
+        "-n",
+        namespace,
+        "--role=behavior-reader",
+        f"--serviceaccount={namespace}:agent",
+    )
+    token = kubectl("create", "token", "agent", "-n", namespace).stdout.strip()
+    raw = kubectl("config", "view", "--raw", "--minify", "--flatten").stdout
+    config = yaml.safe_load(raw)
+    config["users"][0]["user"] = {"token": token}
+    path = tmp_path / "agent.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def test_works_with_only_the_documented_rbac(
+    core: Any, namespace: str, kube_cluster: Any, tmp_path: Path
+) -> None:
+    create(core, namespace, 1)
+    kubeconfig = restricted_kubeconfig(kube_cluster, namespace, tmp_path)
+    source = ConfigMapWatchSource(namespace, NAME, kubeconfig=kubeconfig)
+    seen = Collector()
+    source.start(seen)
+    try:
+        assert seen.revisions == [1]
+        update(core, namespace, 2)
+        wait_until_sync(lambda: seen.revisions == [1, 2])
+    finally:
+        source.stop()
+    assert source.errors == 0
+
+    # The same credentials cannot read another ConfigMap: the rule really is per name.
+    other = ConfigMapWatchSource(namespace, "other-behavior", kubeconfig=kubeconfig)
+    other_seen = Collector()
+    other.start(other_seen)
+    try:
+        wait_until_sync(lambda: other.errors >= 1)
+    finally:
+        other.stop()
+    assert other_seen.revisions == []
