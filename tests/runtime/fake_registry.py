@@ -23,7 +23,8 @@ from agent_registry.reports import OutcomeReport, ReportAccepted
 @dataclass
 class FakeRegistry:
     url: str = ""
-    # Scripted answers for the next requests: an int status, or "drop" (close the socket).
+    # Scripted answers for the next requests: an int status, "drop" (close the socket), or
+    # "count-then-drop" (count the batch, then close the socket: the answer is lost).
     script: list[int | str] = field(default_factory=list)
     retry_after: str | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -43,8 +44,8 @@ class FakeRegistry:
         self.tokens.append(auth.removeprefix("Bearer ") if auth else None)
         self.requests.append(json.loads(body))
         self.arrived.set()
-        if self.script:
-            action = self.script.pop(0)
+        action = self.script.pop(0) if self.script else None
+        if action is not None and action != "count-then-drop":
             if action == "drop":
                 assert request.transport is not None
                 request.transport.close()
@@ -58,6 +59,10 @@ class FakeRegistry:
         duplicate = key in self.counted
         if not duplicate:
             self.counted[key] = report
+        if action == "count-then-drop":
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response(status=500)  # never reaches the client
         accepted = ReportAccepted(
             batch_id=report.batch_id,
             recorded=0 if duplicate else len(report.outcomes),

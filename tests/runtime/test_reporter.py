@@ -9,7 +9,6 @@ import random
 from datetime import UTC, datetime
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from agent_registry.reports import LoadedBehavior, LoadFailure
@@ -78,25 +77,22 @@ async def test_retries_keep_the_batch_id_and_the_batch_counts_once(
     assert reporter.stats.acked == 1
 
 
-async def test_a_batch_delivered_twice_is_counted_once() -> None:
-    """The reporter cannot tell an answer lost on the way back from a failure, so it resends:
-    here the server counts the batch and the client still retries it (a 500 after counting is
-    simulated by answering 202 to a resend the server already has)."""
+async def test_an_answer_lost_after_counting_is_retried_and_counted_once() -> None:
+    """The registry counted the batch but its answer never arrived: the reporter cannot tell
+    that from a failure, resends the same batch_id, and the registry says duplicate."""
     async with fake_registry() as registry:
+        registry.script = ["count-then-drop"]
         reporter = make_reporter(registry)
-        task = asyncio.create_task(reporter.run())
         reporter.record(True, 1.0)
-        await wait_until(lambda: registry.outcomes_counted == 1)
-        # Resend the very same batch by hand, as a retry after a lost answer would.
-        first = next(iter(registry.counted.values()))
-        async with aiohttp.ClientSession() as session:
-            response = await session.post(reporter.url, data=first.model_dump_json())
-            answer = await response.json()
+        reporter.record(False, 2.0)
+        task = asyncio.create_task(reporter.run())
+        await wait_until(lambda: reporter.stats.acked == 1)
         reporter.stop()
         await task
-    assert answer["duplicate"] is True
-    assert answer["recorded"] == 0
-    assert registry.outcomes_counted == 1
+    assert len(registry.requests) == 2
+    assert registry.requests[0]["batch_id"] == registry.requests[1]["batch_id"]
+    assert registry.outcomes_counted == 2
+    assert reporter.stats.duplicates == 1
 
 
 async def test_retry_after_is_honoured() -> None:
