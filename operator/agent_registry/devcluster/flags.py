@@ -57,6 +57,9 @@ def apiserver_args(
         f"--service-account-signing-key-file={pki.service_account_key}",
         f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
         "--allow-privileged=true",
+        # The endpoint reconciler refuses a loopback advertise address, and there is nobody to
+        # reach the `kubernetes` Service's endpoints anyway (envtest does the same).
+        "--endpoint-reconciler-type=none",
         # Flow control and profiling cost CPU and start time and test nothing of ours.
         "--enable-priority-and-fairness=false",
         "--profiling=false",
