@@ -70,8 +70,10 @@ async def test_loop_records_every_task_and_counts_errors_as_failures() -> None:
     count = await simulate(decide, lambda s, d: recorded.append((s, d)), 1000.0, limit=30)
     assert count == 30
     assert len(recorded) == 30
-    assert recorded.count((False, FAILED_DURATION_MS)) == 10
-    assert sum(1 for s, _ in recorded if s) == 20
+    assert recorded.count((False, FAILED_DURATION_MS)) == 10  # the errors
+    judged = [r for r in recorded if r[1] != FAILED_DURATION_MS]
+    assert len(judged) == 20
+    assert {d for _, d in judged} == {55.0}  # effort 1.0 judged by the contract
 
 
 async def test_rate_must_be_positive() -> None:
