@@ -149,6 +149,7 @@ def start(
         # Also on KeyboardInterrupt: never leave half a cluster behind.
         for record in reversed(records):
             processes.stop_group(record.pid)
+        shutil.rmtree(data_dir, ignore_errors=True)
         raise
 
     kubeconfig.write(layout.kubeconfig, server, files)

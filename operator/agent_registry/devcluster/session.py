@@ -81,8 +81,10 @@ def from_kubeconfig(path: str, say: Say = print) -> KubeCluster:
     )
 
 
-def open_cluster(*, say: Say = print, reuse_shared: bool = True) -> KubeCluster:
+def open_cluster(*, say: Say = print, reuse_shared: bool | None = None) -> KubeCluster:
     """$KUBECONFIG if set; else the shared dev cluster if it is up; else a private one.
+
+    reuse_shared defaults to True unless AGENTREG_KUBE_REUSE=0 (always start a private one).
 
     A private cluster dies with this process (parent-death signal) and is stopped by
     KubeCluster.stop(); the caller must call it (pytest does so in the fixture's teardown).
@@ -91,6 +93,8 @@ def open_cluster(*, say: Say = print, reuse_shared: bool = True) -> KubeCluster:
     if explicit:
         return from_kubeconfig(explicit, say)
     versions = load_versions()
+    if reuse_shared is None:
+        reuse_shared = os.environ.get("AGENTREG_KUBE_REUSE", "1") != "0"
     if reuse_shared:
         shared = lifecycle.find_ready_shared()
         if shared is not None:
@@ -105,13 +109,18 @@ def open_cluster(*, say: Say = print, reuse_shared: bool = True) -> KubeCluster:
             )
     binaries = ensure_binaries(versions, say)
     layout = ClusterLayout(Path(tempfile.mkdtemp(prefix="agentreg-kube-")))
-    state = lifecycle.start(
-        layout,
-        binaries,
-        kubernetes_version=versions.kubernetes,
-        die_with_parent=True,
-        say=say,
-    )
+    try:
+        state = lifecycle.start(
+            layout,
+            binaries,
+            kubernetes_version=versions.kubernetes,
+            die_with_parent=True,
+            say=say,
+        )
+    except BaseException:
+        # The error carries the log's tail; the temp dir would only be litter.
+        shutil.rmtree(layout.root, ignore_errors=True)
+        raise
     return KubeCluster(
         kubeconfig=state.kubeconfig,
         server=state.server,
