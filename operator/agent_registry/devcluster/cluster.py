@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent_registry.devcluster import flags, kubeconfig, pki, processes
+from agent_registry.devcluster import flags, kubeconfig, leftovers, pki, processes
 from agent_registry.devcluster import state as state_store
 from agent_registry.devcluster.build import Binaries, Say, ensure_binaries
 from agent_registry.devcluster.errors import DevClusterError
@@ -214,6 +214,7 @@ def up(say: Say = print, layout: ClusterLayout | None = None) -> UpResult:
             return UpResult(current, started=False, binaries=binaries)
         if current is not None:
             stop(layout, current)  # half-dead or another version: start over
+        leftovers.sweep()
         cluster = start(
             layout,
             binaries,

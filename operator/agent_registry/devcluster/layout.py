@@ -17,6 +17,10 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 HACK_DIR = REPO_ROOT / "hack" / "controlplane"
 
 
+# Private clusters (one per test session) live in temp dirs named with this prefix.
+PRIVATE_PREFIX = "agentreg-kube-"
+
+
 @dataclass(frozen=True)
 class Versions:
     kubernetes: str

@@ -16,8 +16,14 @@ from pathlib import Path
 
 from agent_registry.devcluster import cluster as lifecycle
 from agent_registry.devcluster import kubeconfig as kubeconfig_file
+from agent_registry.devcluster import leftovers
 from agent_registry.devcluster.build import Say, ensure_binaries, ensure_kubectl
-from agent_registry.devcluster.layout import ClusterLayout, load_versions, shared_cluster_layout
+from agent_registry.devcluster.layout import (
+    PRIVATE_PREFIX,
+    ClusterLayout,
+    load_versions,
+    shared_cluster_layout,
+)
 from agent_registry.devcluster.state import ClusterState
 
 
@@ -108,7 +114,9 @@ def open_cluster(*, say: Say = print, reuse_shared: bool | None = None) -> KubeC
                 _state=shared,
             )
     binaries = ensure_binaries(versions, say)
-    layout = ClusterLayout(Path(tempfile.mkdtemp(prefix="agentreg-kube-")))
+    for path in leftovers.sweep():
+        say(f"removed {path} (left behind by a killed session)")
+    layout = ClusterLayout(Path(tempfile.mkdtemp(prefix=PRIVATE_PREFIX)))
     try:
         state = lifecycle.start(
             layout,
