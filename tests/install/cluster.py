@@ -16,13 +16,6 @@ from install.chart import Manifest
 RBAC_KINDS = ("ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")
 CLUSTER_SCOPED = ("ClusterRole", "ClusterRoleBinding")
 
-# Granted to every authenticated user by the default `system:basic-user` ClusterRole.
-BASELINE = {
-    "selfsubjectaccessreviews.authorization.k8s.io": frozenset({"create"}),
-    "selfsubjectrulesreviews.authorization.k8s.io": frozenset({"create"}),
-    "selfsubjectreviews.authentication.k8s.io": frozenset({"create"}),
-}
-
 
 def manifests_yaml(manifests: list[Manifest]) -> str:
     return yaml.safe_dump_all(manifests, sort_keys=False)
@@ -119,9 +112,13 @@ def can_i_list(kubectl_path: str, kubeconfig: Path, namespace: str) -> dict[str,
     return {k: frozenset(v) for k, v in table.items()}
 
 
-def expected_list(*tables: dict[tuple[str, str], frozenset[str]]) -> dict[str, frozenset[str]]:
-    """Our (group, resource) tables in `can-i --list`'s naming (resource.group[/sub])."""
-    merged: dict[str, set[str]] = {k: set(v) for k, v in BASELINE.items()}
+def expected_list(
+    baseline: dict[str, frozenset[str]], *tables: dict[tuple[str, str], frozenset[str]]
+) -> dict[str, frozenset[str]]:
+    """`baseline` (what any ServiceAccount may do: the default ClusterRoles every authenticated
+    user is bound to, which vary with the Kubernetes version) plus our (group, resource) tables,
+    in `can-i --list`'s naming (resource.group[/sub])."""
+    merged: dict[str, set[str]] = {k: set(v) for k, v in baseline.items()}
     for table in tables:
         for (group, resource), verbs in table.items():
             base, _, sub = resource.partition("/")

@@ -215,9 +215,19 @@ def test_rbac_matrix_with_the_service_account_token(
     wrong = {q: a for q, a in answers.items() if a != expected[q]}
     assert not wrong, f"`kubectl auth can-i` disagrees (question -> answer): {wrong}"
 
-    # Nothing more: the complete list of what the token may do is exactly ours plus the defaults
-    # every authenticated user has.
-    assert can_i_list(kubectl_path, kubeconfig, namespace) == expected_list(NAMESPACED, CLUSTER)
+    # Nothing more: the complete list of what the token may do is exactly ours plus what a bare
+    # ServiceAccount of the same namespace may do (the defaults of every authenticated user).
+    kube_cluster.kubectl("-n", namespace, "create", "serviceaccount", "bare")
+    bare = token_kubeconfig(kube_cluster, namespace, "bare", tmp_path / "bare.kubeconfig")
+    baseline = can_i_list(kubectl_path, bare, namespace)
+    assert not {
+        r for r in baseline if "singularity" in r or r in ("configmaps", "deployments.apps")
+    }
+    assert can_i_list(kubectl_path, kubeconfig, namespace) == expected_list(
+        baseline, NAMESPACED, CLUSTER
+    )
     assert can_i_list(kubectl_path, kubeconfig, other_namespace) == (
-        expected_list(NAMESPACED, CLUSTER) if other_granted else expected_list(CLUSTER)
+        expected_list(baseline, NAMESPACED, CLUSTER)
+        if other_granted
+        else expected_list(baseline, CLUSTER)
     )
