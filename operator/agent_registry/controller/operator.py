@@ -109,6 +109,9 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     agent = (GROUP, VERSION, "agents")
     behavior = (GROUP, VERSION, "agentbehaviors")
 
+    # A registry of our own has none of kopf's default login handlers: use the kubernetes
+    # client's (KUBECONFIG, then the in-cluster ServiceAccount).
+    kopf.on.login(registry=registry)(_fn(kopf.login_via_client))
     kopf.on.startup(registry=registry)(_fn(startup))
     kopf.on.cleanup(registry=registry)(_fn(cleanup))
 
