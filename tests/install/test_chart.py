@@ -26,6 +26,10 @@ from install.chart import (
 )
 from install.rbac_expectations import CLUSTER, NAMESPACED, rules_to_table
 
+# The first helm call builds helm from the Go module proxy on a fresh machine (minutes; cached):
+# more than the suite's default per-test timeout. Every helm call has its own 300 s timeout.
+pytestmark = pytest.mark.timeout(1800)
+
 FULLNAME = "agent-registry"
 POSTGRES = {"database": {"type": "postgres", "postgres": {"existingSecret": "registry-db"}}}
 EVERYTHING_ON = {

@@ -44,7 +44,8 @@ from install.rbac_expectations import (
 )
 from install.test_chart import VALUE_SETS
 
-pytestmark = pytest.mark.kube
+# timeout: the first test may build helm (see test_chart.py); every kubectl/helm call has its own.
+pytestmark = [pytest.mark.kube, pytest.mark.timeout(1800)]
 
 # Kinds whose CRDs (Prometheus Operator, cert-manager) this control plane does not have; the
 # offline chart tests check them instead.

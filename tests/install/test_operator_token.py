@@ -20,7 +20,7 @@ from e2e.conftest import OperatorFactory, condition_is, wait_for
 from install.chart import MANIFESTS, find, render
 from install.cluster import RBAC_KINDS, manifests_yaml, token_kubeconfig
 
-pytestmark = [pytest.mark.kube, pytest.mark.e2e]
+pytestmark = [pytest.mark.kube, pytest.mark.e2e, pytest.mark.timeout(1800)]  # may build helm
 
 ARGOCD = MANIFESTS / "argocd"
 
