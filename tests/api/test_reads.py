@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import Api, Kube, report_body
+from api.harness import Api, Kube, report_body
 
 SCRIPT_V1 = "function on_task(task, ctx) return {accept = true, effort = 0.2} end\n"
 SCRIPT_V2 = "function on_task(task, ctx) return {accept = true, effort = 0.9} end\n"

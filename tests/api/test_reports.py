@@ -6,7 +6,7 @@ import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from conftest import Api, Kube, report_body, serve
+from api.harness import Api, Kube, report_body, serve
 
 SCRIPT = "function on_task(task, ctx) return {accept = true, effort = 0.5} end\n"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from openapi_spec_validator import validate
 
-from conftest import Api, Kube, report_body
+from api.harness import Api, Kube, report_body
 
 
 async def test_openapi_lists_every_route_of_the_app(api: Api) -> None:
