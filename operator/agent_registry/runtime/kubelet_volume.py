@@ -19,16 +19,22 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 DATA_DIR = "..data"
 DATA_DIR_TMP = "..data_tmp"
 
 
-def write_configmap_volume(target: str | os.PathLike[str], files: Mapping[str, str | bytes]) -> str:
+def write_configmap_volume(
+    target: str | os.PathLike[str],
+    files: Mapping[str, str | bytes],
+    *,
+    before_swap: Callable[[], object] | None = None,
+) -> str:
     """Atomically replace the volume's content with `files` (flat keys). Returns the new
-    timestamped directory's name. Does nothing (returns the current one) when unchanged."""
+    timestamped directory's name. Does nothing (returns the current one) when unchanged.
+    `before_swap` runs just before the atomic rename (benchmarks time the swap from there)."""
     target_dir = Path(target)
     target_dir.mkdir(parents=True, exist_ok=True)
     payload = {key: _as_bytes(value) for key, value in files.items()}
@@ -60,6 +66,8 @@ def write_configmap_volume(target: str | os.PathLike[str], files: Mapping[str, s
 
     tmp_link = target_dir / DATA_DIR_TMP
     os.symlink(ts_name, tmp_link)
+    if before_swap is not None:
+        before_swap()
     os.rename(tmp_link, data_link)
 
     for key in old_keys - set(payload):
