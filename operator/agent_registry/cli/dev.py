@@ -135,3 +135,21 @@ def kubectl(args: tuple[str, ...]) -> None:
         config = state.kubeconfig
     binary = str(ensure_kubectl(load_versions(), _say))
     os.execv(binary, [binary, f"--kubeconfig={config}", *args])
+
+
+@command.command(name="demo")
+@click.option("--down", "stop", is_flag=True, default=False, help="Stop what the demo started.")
+def demo(stop: bool) -> None:
+    """Control plane + operator (SQLite) + examples + local agents + a hot reload.
+
+    Uses KUBECONFIG when set (and then leaves that cluster running on --down).
+    """
+    from agent_registry.devcluster import demo as demo_run
+
+    try:
+        if stop:
+            demo_run.down(say=_say)
+        else:
+            demo_run.up(say=_say)
+    except DevClusterError as error:
+        raise click.ClickException(f"{error}\nStop what was started: make demo-down") from error

@@ -1,0 +1,392 @@
+"""`agentreg dev demo`: the whole system on one machine, with nothing to install by hand.
+
+The local control plane (or $KUBECONFIG), the operator on embedded SQLite, the CRDs and the
+example Agents/AgentBehaviors, one local `agentreg runtime` per Agent (no kubelet here, so the
+"pods" are local processes with TokenRequest tokens), a hot reload of one behavior, and the
+resulting `kubectl get agents`. Everything it starts is recorded in demo.json so that
+`agentreg dev demo --down` stops exactly that.
+
+It drives the other commands as subprocesses (`python -m agent_registry run|runtime|migrate`):
+the demo exercises the same entry points a user or a Deployment does.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from agent_registry.devcluster import cluster as lifecycle
+from agent_registry.devcluster import processes
+from agent_registry.devcluster.build import Say
+from agent_registry.devcluster.errors import DevClusterError
+from agent_registry.devcluster.layout import REPO_ROOT, cache_root
+from agent_registry.devcluster.session import KubeCluster, from_kubeconfig
+from agent_registry.devcluster.state import ProcessRecord
+
+NAMESPACE = "agent-demo"
+GROUP = "agents.singularity.dev"
+SERVICE_ACCOUNT = "demo-agent"
+VIEWER = "demo-viewer"
+SIMULATE_RATE = "20"  # tasks per second per agent
+RELOADED_BEHAVIOR = "balanced"
+# The hot reload: `balanced` puts in a larger effort margin (more successes, slower tasks).
+RELOADED_SCRIPT = """\
+function on_task(task, ctx)
+  local difficulty = tonumber(task.difficulty) or 0.5
+  ctx.state.seen = (ctx.state.seen or 0) + 1
+  return {accept = true, effort = math.min(1.0, difficulty + 0.25)}
+end
+
+function on_reload(previous_state)
+  return previous_state
+end
+"""
+
+
+class DemoState(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    kubeconfig: str
+    external_cluster: bool
+    api_url: str
+    processes: tuple[ProcessRecord, ...]
+
+
+def demo_dir() -> Path:
+    return cache_root() / "demo"
+
+
+def _state_path() -> Path:
+    return demo_dir() / "demo.json"
+
+
+def _load_state() -> DemoState | None:
+    try:
+        return DemoState.model_validate_json(_state_path().read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _save_state(state: DemoState) -> None:
+    _state_path().write_text(state.model_dump_json(indent=2))
+
+
+def _wait(what: str, probe: Callable[[], Any], timeout: float, diagnose: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise DevClusterError(f"timed out after {timeout:.0f}s waiting for {what}. {diagnose}")
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def _run(argv: list[str], env: dict[str, str]) -> str:
+    """Runs argv to completion; returns its output on failure, "" on success."""
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    return "" if result.returncode == 0 else result.stdout + result.stderr
+
+
+def _agentreg(*args: str) -> list[str]:
+    return [sys.executable, "-m", "agent_registry", *args]
+
+
+def _spawn(name: str, argv: list[str], logs: Path, env: dict[str, str]) -> ProcessRecord:
+    log = logs / f"{name}.log"
+    # No parent-death guard: the demo keeps running after this command returns.
+    proc = processes.spawn(argv, log_path=log, die_with_parent=False, env=env)
+    return ProcessRecord(name=name, pid=proc.pid, binary=argv[0], log=str(log))
+
+
+def _connect(say: Say) -> tuple[KubeCluster, bool]:
+    """(cluster, external): $KUBECONFIG when set, else the shared dev cluster (started here)."""
+    explicit = os.environ.get("KUBECONFIG")
+    if explicit:
+        say(f"using the cluster of KUBECONFIG={explicit}")
+        return from_kubeconfig(explicit, say), True
+    result = lifecycle.up(say=say)
+    how = "started" if result.started else "reused"
+    say(f"control plane {how}: {result.state.server}")
+    cluster = KubeCluster(
+        kubeconfig=result.state.kubeconfig,
+        server=result.state.server,
+        kubectl_path=str(result.binaries.kubectl),
+        origin="shared",
+    )
+    return cluster, False
+
+
+def _agents(kube: KubeCluster) -> list[dict[str, Any]]:
+    out = kube.kubectl("get", f"agents.{GROUP}", "-n", NAMESPACE, "-o", "json").stdout
+    items: list[dict[str, Any]] = json.loads(out)["items"]
+    return items
+
+
+def _exists(kube: KubeCluster, kind: str, name: str) -> bool:
+    return kube.kubectl("get", kind, name, "-n", NAMESPACE, check=False).returncode == 0
+
+
+def _viewer_token(kube: KubeCluster, base: Path) -> Path:
+    """A token that may read the registry API: its reads are authorized by RBAC (get/list agents
+    and agentbehaviors), like `kubectl get agents`. The agents' own token may only report."""
+    for args in (
+        ("create", "serviceaccount", VIEWER),
+        (
+            "create",
+            "role",
+            VIEWER,
+            "--verb=get,list",
+            f"--resource=agents.{GROUP}",
+            f"--resource=agentbehaviors.{GROUP}",
+        ),
+        (
+            "create",
+            "rolebinding",
+            VIEWER,
+            f"--role={VIEWER}",
+            f"--serviceaccount={NAMESPACE}:{VIEWER}",
+        ),
+    ):
+        kube.kubectl(*args, "-n", NAMESPACE, check=False)  # "already exists" on a rerun
+    token = kube.kubectl("create", "token", VIEWER, "-n", NAMESPACE, "--duration=24h").stdout
+    path = base / "viewer-token"
+    path.write_text(token.strip())
+    path.chmod(0o600)
+    return path
+
+
+def _tasks(agent: dict[str, Any]) -> int:
+    stats = (agent.get("status") or {}).get("stats") or {}
+    return int(stats.get("tasksCompleted") or 0)
+
+
+def _stop_processes(state: DemoState) -> None:
+    for record in reversed(state.processes):
+        if record.running():
+            processes.stop_group(record.pid, timeout=15)
+
+
+def down(say: Say = print) -> None:
+    state = _load_state()
+    if state is not None:
+        _stop_processes(state)
+        say(f"stopped the demo's operator and {len(state.processes) - 1} agent runtimes")
+        _state_path().unlink(missing_ok=True)
+    else:
+        say("no demo processes were running")
+    external = bool(os.environ.get("KUBECONFIG")) if state is None else state.external_cluster
+    if external:
+        say(f"left the KUBECONFIG cluster running (demo objects are in namespace {NAMESPACE})")
+    elif lifecycle.down():
+        say("stopped the local control plane")
+
+
+def up(say: Say = print) -> None:
+    began = time.monotonic()
+    previous = _load_state()
+    if previous is not None:
+        say("a demo is already running: restarting it")
+        _stop_processes(previous)
+    base = demo_dir()
+    logs = base / "logs"
+    shutil.rmtree(logs, ignore_errors=True)
+    logs.mkdir(parents=True)
+
+    kube, external = _connect(say)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTREG_")}
+    env.update(KUBECONFIG=kube.kubeconfig, PYTHONUNBUFFERED="1")
+
+    database = base / "registry.db"
+    database.unlink(missing_ok=True)
+    database_url = f"sqlite+aiosqlite:///{database}"
+    say(f"registry database: {database} (embedded SQLite), migrating")
+    migrated = _run(_agentreg("migrate", "--database-url", database_url), env)
+    if migrated:
+        raise DevClusterError(f"agentreg migrate failed:\n{migrated}")
+
+    say("applying the CRDs (crds/)")
+    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
+    for plural in ("agents", "agentbehaviors"):
+        kube.kubectl(
+            "wait", "--for=condition=Established", "--timeout=60s", f"crd/{plural}.{GROUP}"
+        )
+    kube.kubectl("create", "namespace", NAMESPACE, check=False)
+
+    api_port, health_port = processes.free_port(), processes.free_port()
+    api_url = f"http://127.0.0.1:{api_port}"
+    records: list[ProcessRecord] = []
+    records.append(
+        _spawn(
+            "operator",
+            _agentreg(
+                "run",
+                "--database-url",
+                database_url,
+                "--namespace",
+                NAMESPACE,
+                "--api-listen",
+                f"127.0.0.1:{api_port}",
+                "--health-listen",
+                f"127.0.0.1:{health_port}",
+                "--registry-url",
+                api_url,
+                "--status-interval",
+                "2",
+                "--kubeconfig",
+                kube.kubeconfig,
+            ),
+            logs,
+            env,
+        )
+    )
+    _save_state(
+        DemoState(
+            kubeconfig=kube.kubeconfig,
+            external_cluster=external,
+            api_url=api_url,
+            processes=tuple(records),
+        )
+    )
+    say(f"operator started (agentreg run, registry API {api_url}), log {records[0].log}")
+    _wait(
+        "the operator's health endpoint",
+        lambda: _http_ok(f"http://127.0.0.1:{health_port}/healthz"),
+        90,
+        f"See {records[0].log}",
+    )
+
+    say("applying the examples (manifests/examples/): 3 AgentBehaviors, 3 Agents")
+    kube.kubectl("apply", "-n", NAMESPACE, "-f", str(REPO_ROOT / "manifests" / "examples"))
+
+    # Tokens through TokenRequest, as a projected ServiceAccount token would be in a pod.
+    kube.kubectl("create", "serviceaccount", SERVICE_ACCOUNT, "-n", NAMESPACE, check=False)
+    token = kube.kubectl(
+        "create", "token", SERVICE_ACCOUNT, "-n", NAMESPACE, "--duration=24h"
+    ).stdout.strip()
+    token_file = base / "token"
+    token_file.write_text(token)
+    token_file.chmod(0o600)
+
+    viewer_token = _viewer_token(kube, base)
+
+    names = [a["metadata"]["name"] for a in _agents(kube)]
+    for name in names:
+        _wait(
+            f"ConfigMap {name}-behavior (rendered by the operator)",
+            functools.partial(_exists, kube, "configmap", f"{name}-behavior"),
+            60,
+            f"See {records[0].log}",
+        )
+        records.append(
+            _spawn(
+                f"runtime-{name}",
+                _agentreg(
+                    "runtime",
+                    "--agent",
+                    f"{NAMESPACE}/{name}",
+                    "--watch-configmap",
+                    f"{name}-behavior",
+                    "--registry-url",
+                    api_url,
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--token-file",
+                    str(token_file),
+                    "--kubeconfig",
+                    kube.kubeconfig,
+                    "--simulate",
+                    SIMULATE_RATE,
+                    "--report-interval",
+                    "1",
+                ),
+                logs,
+                env,
+            )
+        )
+        _save_state(
+            DemoState(
+                kubeconfig=kube.kubeconfig,
+                external_cluster=external,
+                api_url=api_url,
+                processes=tuple(records),
+            )
+        )
+    say(
+        f"started {len(names)} local agent runtimes ({', '.join(names)}), "
+        f"simulating {SIMULATE_RATE} tasks/s each"
+    )
+
+    _wait(
+        "task stats on every Agent's status",
+        lambda: all(_tasks(a) > 0 for a in _agents(kube)),
+        120,
+        f"Logs in {logs}",
+    )
+
+    say(f"hot reload: patching AgentBehavior {RELOADED_BEHAVIOR}'s script (kubectl patch)")
+    patch = {"spec": {"lua": {"script": RELOADED_SCRIPT}}}
+    kube.kubectl(
+        "patch",
+        f"agentbehaviors.{GROUP}",
+        RELOADED_BEHAVIOR,
+        "-n",
+        NAMESPACE,
+        "--type=merge",
+        "-p",
+        json.dumps(patch),
+    )
+    # Done when every agent of the behavior confirmed (through its runtime's report) that it
+    # runs exactly the new script: the sha256 the runtime loaded, written back to status.
+    new_sha = hashlib.sha256(RELOADED_SCRIPT.encode()).hexdigest()
+    _wait(
+        f"the agents of {RELOADED_BEHAVIOR} to confirm the new script (sha256 {new_sha[:12]})",
+        lambda: all(
+            ((a.get("status") or {}).get("loadedBehavior") or {}).get("sha256") == new_sha
+            for a in _agents(kube)
+            if a["spec"].get("behaviorRef", {}).get("name") == RELOADED_BEHAVIOR
+        ),
+        90,
+        f"Logs in {logs}",
+    )
+    say(f"hot reload confirmed by the runtimes: sha256 {new_sha[:12]}..., no restart")
+    time.sleep(3)  # one more status interval, so the stats columns show the new revision's work
+
+    print()
+    print(f"$ kubectl get agents -n {NAMESPACE}")
+    print(kube.kubectl("get", f"agents.{GROUP}", "-n", NAMESPACE).stdout)
+    print(f"$ kubectl get agentbehaviors -n {NAMESPACE}")
+    print(kube.kubectl("get", f"agentbehaviors.{GROUP}", "-n", NAMESPACE).stdout)
+    print(f"demo ready in {time.monotonic() - began:.0f}s. Look further:")
+    print(f"  export KUBECONFIG={kube.kubeconfig}")
+    print(f"  .venv/bin/agentreg dev kubectl get agents -n {NAMESPACE} -o yaml")
+    auth = f'-H "Authorization: Bearer $(cat {viewer_token})"'
+    print("  # the registry API (reads are authorized by RBAC, as `kubectl get agents`):")
+    print(f"  curl -s {auth} '{api_url}/v1/agents?namespace={NAMESPACE}'")
+    print(f"  curl -s {auth} {api_url}/v1/agents/{NAMESPACE}/coder-2/assignments")
+    print(f"  curl -s {auth} {api_url}/v1/behaviors/{NAMESPACE}/quick/lineage")
+    print(f"  curl -s {api_url}/metrics | grep -E '^(reports_ingested|reload_latency)'")
+    print(f"  logs: {logs}/ (operator.log, runtime-<agent>.log)")
+    print("Stop everything: make demo-down   (or .venv/bin/agentreg dev demo --down)")
+
+
+__all__ = ["down", "up"]
