@@ -20,7 +20,7 @@ from agent_registry.api.problems import (
     unavailable,
 )
 from agent_registry.metrics import Metrics
-from agent_registry.registry import RegistryService, RegistryUnavailable
+from agent_registry.registry import RegistryError, RegistryService, RegistryUnavailable
 
 log = logging.getLogger("agent_registry.api")
 
@@ -73,6 +73,12 @@ async def registry_call(request: web.Request, operation: str, awaitable: Awaitab
         request.app[METRICS].count_registry_error(operation)
         log.warning("registry unavailable during %s: %s", operation, exc)
         raise unavailable("the registry database is unavailable") from exc
+    except RegistryError as exc:
+        # Lookups that find nothing (AgentNotFound, ...) are answers, mapped by the views;
+        # anything else is a registry failure worth counting (it then answers 500).
+        if not isinstance(exc, LookupError):
+            request.app[METRICS].count_registry_error(operation)
+        raise
 
 
 def object_path(request: web.Request) -> tuple[str, str]:
