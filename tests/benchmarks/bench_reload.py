@@ -193,6 +193,62 @@ def bench_api_watch(kubeconfig: str, samples: int) -> tuple[list[float], list[fl
     return latencies, round_trips
 
 
+def bench_api_watch_fleet(
+    kubeconfig: str, agents: int, rounds: int
+) -> tuple[list[float], list[float], list[float], list[float]]:
+    """`agents` runtimes in this process (a thread and a watch connection each), one ConfigMap
+    each; every round PATCHes all ConfigMaps one after the other, as the operator does when a
+    shared behavior changes. Returns per-agent latencies (its PATCH -> its new sha256 active),
+    per-round completion (first PATCH sent -> last agent active), the tail after the writer
+    is done (last PATCH answered -> last agent active), and the PATCH round trips."""
+    from kubernetes import client
+
+    from agent_registry.runtime.configmap_source import ConfigMapWatchSource, make_api_client
+
+    api_client = make_api_client(kubeconfig)
+    core: Any = client.CoreV1Api(api_client)
+    namespace = f"bench-fleet-{os.getpid()}"
+    core.create_namespace({"metadata": {"name": namespace}})
+    names = [f"agent-{i}-behavior" for i in range(agents)]
+    for name in names:
+        core.create_namespaced_config_map(namespace, {"metadata": {"name": name}, "data": files(0)})
+    hosts: list[BehaviorHost] = []
+    clocks: list[LoadClock] = []
+    sources: list[ConfigMapWatchSource] = []
+    for name in names:
+        host = BehaviorHost()
+        clocks.append(LoadClock(host))
+        source = ConfigMapWatchSource(namespace, name, kubeconfig=kubeconfig)
+        source.start(host.load)
+        hosts.append(host)
+        sources.append(source)
+    per_agent: list[float] = []
+    per_round: list[float] = []
+    round_trips: list[float] = []
+    tails: list[float] = []
+    try:
+        for n in range(1, rounds + 1):
+            payload = files(n)
+            sha = script_sha256(payload["behavior.lua"])
+            sent = []
+            for name in names:
+                t0 = time.perf_counter()
+                core.patch_namespaced_config_map(name, namespace, {"data": payload})
+                round_trips.append(time.perf_counter() - t0)
+                sent.append(t0)
+            written = time.perf_counter()
+            active = [clock.wait_for(sha) for clock in clocks]
+            per_agent.extend(a - s for a, s in zip(active, sent, strict=True))
+            per_round.append(max(active) - sent[0])
+            tails.append(max(0.0, max(active) - written))
+    finally:
+        for source in sources:
+            source.stop()
+        core.delete_namespace(namespace)
+        api_client.close()
+    return per_agent, per_round, tails, round_trips
+
+
 def row(label: str, values: list[float], baseline: list[float] | None) -> str:
     p50, p99 = percentile(values, 50), percentile(values, 99)
     ratio = ""
@@ -225,6 +281,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--poll-samples", type=int, default=60)
     parser.add_argument("--api-samples", type=int, default=100)
+    parser.add_argument("--fleet", type=int, default=100, help="agents in the fleet run (0: skip)")
+    parser.add_argument("--fleet-rounds", type=int, default=5)
     parser.add_argument("--start-cluster", action="store_true")
     args = parser.parse_args()
 
@@ -254,6 +312,24 @@ def main() -> None:
             watch, round_trip = bench_api_watch(kubeconfig, args.api_samples)
             lines.append(row("baseline: PATCH ConfigMap round trip", round_trip, None))
             lines.append(row("ConfigMap API watch: PATCH -> new sha256 active", watch, round_trip))
+            if args.fleet:
+                agent, rounds, tails, fleet_rtt = bench_api_watch_fleet(
+                    kubeconfig, args.fleet, args.fleet_rounds
+                )
+                lines.append(row(f"fleet of {args.fleet}: PATCH round trip", fleet_rtt, None))
+                lines.append(
+                    row(f"fleet of {args.fleet}: each agent, its PATCH -> active", agent, fleet_rtt)
+                )
+                lines.append(
+                    row(
+                        f"fleet of {args.fleet}: first PATCH -> all {args.fleet} active",
+                        rounds,
+                        None,
+                    )
+                )
+                lines.append(
+                    row(f"fleet of {args.fleet}: last PATCH answered -> all active", tails, None)
+                )
     finally:
         stop_cluster()
     lines.append("")
