@@ -139,7 +139,8 @@ def kubectl(args: tuple[str, ...]) -> None:
 
 @command.command(name="demo")
 @click.option("--down", "stop", is_flag=True, default=False, help="Stop what the demo started.")
-def demo(stop: bool) -> None:
+@click.option("--namespace", default="agent-demo", show_default=True, help="For the examples.")
+def demo(stop: bool, namespace: str) -> None:
     """Control plane + operator (SQLite) + examples + local agents + a hot reload.
 
     Uses KUBECONFIG when set (and then leaves that cluster running on --down).
@@ -150,6 +151,6 @@ def demo(stop: bool) -> None:
         if stop:
             demo_run.down(say=_say)
         else:
-            demo_run.up(say=_say)
+            demo_run.up(say=_say, namespace=namespace)
     except DevClusterError as error:
         raise click.ClickException(f"{error}\nStop what was started: make demo-down") from error

@@ -35,7 +35,7 @@ from agent_registry.devcluster.layout import REPO_ROOT, cache_root
 from agent_registry.devcluster.session import KubeCluster, from_kubeconfig
 from agent_registry.devcluster.state import ProcessRecord
 
-NAMESPACE = "agent-demo"
+DEFAULT_NAMESPACE = "agent-demo"
 GROUP = "agents.singularity.dev"
 SERVICE_ACCOUNT = "demo-agent"
 VIEWER = "demo-viewer"
@@ -59,13 +59,16 @@ class DemoState(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     kubeconfig: str
+    namespace: str
     external_cluster: bool
     api_url: str
     processes: tuple[ProcessRecord, ...]
 
 
 def demo_dir() -> Path:
-    return cache_root() / "demo"
+    """AGENTREG_DEMO_DIR, else <cache>/demo: the database, tokens, logs and demo.json."""
+    explicit = os.environ.get("AGENTREG_DEMO_DIR")
+    return Path(explicit) if explicit else cache_root() / "demo"
 
 
 def _state_path() -> Path:
@@ -136,17 +139,17 @@ def _connect(say: Say) -> tuple[KubeCluster, bool]:
     return cluster, False
 
 
-def _agents(kube: KubeCluster) -> list[dict[str, Any]]:
-    out = kube.kubectl("get", f"agents.{GROUP}", "-n", NAMESPACE, "-o", "json").stdout
+def _agents(kube: KubeCluster, namespace: str) -> list[dict[str, Any]]:
+    out = kube.kubectl("get", f"agents.{GROUP}", "-n", namespace, "-o", "json").stdout
     items: list[dict[str, Any]] = json.loads(out)["items"]
     return items
 
 
-def _exists(kube: KubeCluster, kind: str, name: str) -> bool:
-    return kube.kubectl("get", kind, name, "-n", NAMESPACE, check=False).returncode == 0
+def _exists(kube: KubeCluster, namespace: str, kind: str, name: str) -> bool:
+    return kube.kubectl("get", kind, name, "-n", namespace, check=False).returncode == 0
 
 
-def _viewer_token(kube: KubeCluster, base: Path) -> Path:
+def _viewer_token(kube: KubeCluster, base: Path, namespace: str) -> Path:
     """A token that may read the registry API: its reads are authorized by RBAC (get/list agents
     and agentbehaviors), like `kubectl get agents`. The agents' own token may only report."""
     for args in (
@@ -164,11 +167,11 @@ def _viewer_token(kube: KubeCluster, base: Path) -> Path:
             "rolebinding",
             VIEWER,
             f"--role={VIEWER}",
-            f"--serviceaccount={NAMESPACE}:{VIEWER}",
+            f"--serviceaccount={namespace}:{VIEWER}",
         ),
     ):
-        kube.kubectl(*args, "-n", NAMESPACE, check=False)  # "already exists" on a rerun
-    token = kube.kubectl("create", "token", VIEWER, "-n", NAMESPACE, "--duration=24h").stdout
+        kube.kubectl(*args, "-n", namespace, check=False)  # "already exists" on a rerun
+    token = kube.kubectl("create", "token", VIEWER, "-n", namespace, "--duration=24h").stdout
     path = base / "viewer-token"
     path.write_text(token.strip())
     path.chmod(0o600)
@@ -196,12 +199,13 @@ def down(say: Say = print) -> None:
         say("no demo processes were running")
     external = bool(os.environ.get("KUBECONFIG")) if state is None else state.external_cluster
     if external:
-        say(f"left the KUBECONFIG cluster running (demo objects are in namespace {NAMESPACE})")
+        where = f" (demo objects are in namespace {state.namespace})" if state else ""
+        say(f"left the KUBECONFIG cluster running{where}")
     elif lifecycle.down():
         say("stopped the local control plane")
 
 
-def up(say: Say = print) -> None:
+def up(say: Say = print, namespace: str = DEFAULT_NAMESPACE) -> None:
     began = time.monotonic()
     previous = _load_state()
     if previous is not None:
@@ -230,7 +234,7 @@ def up(say: Say = print) -> None:
         kube.kubectl(
             "wait", "--for=condition=Established", "--timeout=60s", f"crd/{plural}.{GROUP}"
         )
-    kube.kubectl("create", "namespace", NAMESPACE, check=False)
+    kube.kubectl("create", "namespace", namespace, check=False)
 
     api_port, health_port = processes.free_port(), processes.free_port()
     api_url = f"http://127.0.0.1:{api_port}"
@@ -243,7 +247,7 @@ def up(say: Say = print) -> None:
                 "--database-url",
                 database_url,
                 "--namespace",
-                NAMESPACE,
+                namespace,
                 "--api-listen",
                 f"127.0.0.1:{api_port}",
                 "--health-listen",
@@ -262,6 +266,7 @@ def up(say: Say = print) -> None:
     _save_state(
         DemoState(
             kubeconfig=kube.kubeconfig,
+            namespace=namespace,
             external_cluster=external,
             api_url=api_url,
             processes=tuple(records),
@@ -276,24 +281,24 @@ def up(say: Say = print) -> None:
     )
 
     say("applying the examples (manifests/examples/): 3 AgentBehaviors, 3 Agents")
-    kube.kubectl("apply", "-n", NAMESPACE, "-f", str(REPO_ROOT / "manifests" / "examples"))
+    kube.kubectl("apply", "-n", namespace, "-f", str(REPO_ROOT / "manifests" / "examples"))
 
     # Tokens through TokenRequest, as a projected ServiceAccount token would be in a pod.
-    kube.kubectl("create", "serviceaccount", SERVICE_ACCOUNT, "-n", NAMESPACE, check=False)
+    kube.kubectl("create", "serviceaccount", SERVICE_ACCOUNT, "-n", namespace, check=False)
     token = kube.kubectl(
-        "create", "token", SERVICE_ACCOUNT, "-n", NAMESPACE, "--duration=24h"
+        "create", "token", SERVICE_ACCOUNT, "-n", namespace, "--duration=24h"
     ).stdout.strip()
     token_file = base / "token"
     token_file.write_text(token)
     token_file.chmod(0o600)
 
-    viewer_token = _viewer_token(kube, base)
+    viewer_token = _viewer_token(kube, base, namespace)
 
-    names = [a["metadata"]["name"] for a in _agents(kube)]
+    names = [a["metadata"]["name"] for a in _agents(kube, namespace)]
     for name in names:
         _wait(
             f"ConfigMap {name}-behavior (rendered by the operator)",
-            functools.partial(_exists, kube, "configmap", f"{name}-behavior"),
+            functools.partial(_exists, kube, namespace, "configmap", f"{name}-behavior"),
             60,
             f"See {records[0].log}",
         )
@@ -303,7 +308,7 @@ def up(say: Say = print) -> None:
                 _agentreg(
                     "runtime",
                     "--agent",
-                    f"{NAMESPACE}/{name}",
+                    f"{namespace}/{name}",
                     "--watch-configmap",
                     f"{name}-behavior",
                     "--registry-url",
@@ -326,6 +331,7 @@ def up(say: Say = print) -> None:
         _save_state(
             DemoState(
                 kubeconfig=kube.kubeconfig,
+                namespace=namespace,
                 external_cluster=external,
                 api_url=api_url,
                 processes=tuple(records),
@@ -338,7 +344,7 @@ def up(say: Say = print) -> None:
 
     _wait(
         "task stats on every Agent's status",
-        lambda: all(_tasks(a) > 0 for a in _agents(kube)),
+        lambda: all(_tasks(a) > 0 for a in _agents(kube, namespace)),
         120,
         f"Logs in {logs}",
     )
@@ -350,7 +356,7 @@ def up(say: Say = print) -> None:
         f"agentbehaviors.{GROUP}",
         RELOADED_BEHAVIOR,
         "-n",
-        NAMESPACE,
+        namespace,
         "--type=merge",
         "-p",
         json.dumps(patch),
@@ -362,7 +368,7 @@ def up(say: Say = print) -> None:
         f"the agents of {RELOADED_BEHAVIOR} to confirm the new script (sha256 {new_sha[:12]})",
         lambda: all(
             ((a.get("status") or {}).get("loadedBehavior") or {}).get("sha256") == new_sha
-            for a in _agents(kube)
+            for a in _agents(kube, namespace)
             if a["spec"].get("behaviorRef", {}).get("name") == RELOADED_BEHAVIOR
         ),
         90,
@@ -372,18 +378,18 @@ def up(say: Say = print) -> None:
     time.sleep(3)  # one more status interval, so the stats columns show the new revision's work
 
     print()
-    print(f"$ kubectl get agents -n {NAMESPACE}")
-    print(kube.kubectl("get", f"agents.{GROUP}", "-n", NAMESPACE).stdout)
-    print(f"$ kubectl get agentbehaviors -n {NAMESPACE}")
-    print(kube.kubectl("get", f"agentbehaviors.{GROUP}", "-n", NAMESPACE).stdout)
+    print(f"$ kubectl get agents -n {namespace}")
+    print(kube.kubectl("get", f"agents.{GROUP}", "-n", namespace).stdout)
+    print(f"$ kubectl get agentbehaviors -n {namespace}")
+    print(kube.kubectl("get", f"agentbehaviors.{GROUP}", "-n", namespace).stdout)
     print(f"demo ready in {time.monotonic() - began:.0f}s. Look further:")
     print(f"  export KUBECONFIG={kube.kubeconfig}")
-    print(f"  .venv/bin/agentreg dev kubectl get agents -n {NAMESPACE} -o yaml")
+    print(f"  .venv/bin/agentreg dev kubectl get agents -n {namespace} -o yaml")
     auth = f'-H "Authorization: Bearer $(cat {viewer_token})"'
     print("  # the registry API (reads are authorized by RBAC, as `kubectl get agents`):")
-    print(f"  curl -s {auth} '{api_url}/v1/agents?namespace={NAMESPACE}'")
-    print(f"  curl -s {auth} {api_url}/v1/agents/{NAMESPACE}/coder-2/assignments")
-    print(f"  curl -s {auth} {api_url}/v1/behaviors/{NAMESPACE}/quick/lineage")
+    print(f"  curl -s {auth} '{api_url}/v1/agents?namespace={namespace}'")
+    print(f"  curl -s {auth} {api_url}/v1/agents/{namespace}/coder-2/assignments")
+    print(f"  curl -s {auth} {api_url}/v1/behaviors/{namespace}/quick/lineage")
     print(f"  curl -s {api_url}/metrics | grep -E '^(reports_ingested|reload_latency)'")
     print(f"  logs: {logs}/ (operator.log, runtime-<agent>.log)")
     print("Stop everything: make demo-down   (or .venv/bin/agentreg dev demo --down)")
