@@ -191,3 +191,19 @@ def test_same_script_again_is_not_a_reload() -> None:
     assert host.load(bundle(versioned(1))) is not None
     assert host.load(bundle(versioned(1))) is None
     assert host.loads == 1
+
+
+def test_an_unexpected_error_while_loading_keeps_the_last_good_script() -> None:
+    from agent_registry.lua import Sandbox
+
+    def factory(source: str, *args: Any, **kwargs: Any) -> Any:
+        if "explode" in source:
+            raise MemoryError("host ran out")
+        return Sandbox(source, *args, **kwargs)
+
+    host = BehaviorHost(sandbox_factory=factory)
+    host.load(bundle(versioned(1)))
+    failure = host.load(bundle("-- explode\nfunction on_task() end"))
+    assert isinstance(failure, LoadFailure)
+    assert "MemoryError" in failure.error
+    assert host.on_task({})["a"] == 1

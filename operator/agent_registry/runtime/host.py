@@ -144,6 +144,11 @@ class BehaviorHost:
                 )
             except LuaError as exc:
                 return self._fail(bundle, str(exc), _line_of(exc))
+            except Exception as exc:
+                # Not the script's fault (a host bug, lupa itself): still no reason to drop
+                # the running behavior. Logged with its traceback, reported like a refusal.
+                log.exception("building the sandbox failed")
+                return self._fail(bundle, f"internal error: {type(exc).__name__}: {exc}", None)
             self._sandbox = new
             self._bundle = bundle
             self._failure = None
