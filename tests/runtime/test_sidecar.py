@@ -272,3 +272,61 @@ def test_cli_refuses_bad_arguments(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "HOST:PORT" in result.output
+
+
+@pytest.mark.kube
+async def test_watch_configmap_mode_against_the_apiserver(
+    namespace: str, kubeconfig: str, token: Path
+) -> None:
+    from kubernetes import client
+
+    from agent_registry.runtime.configmap_source import make_api_client
+
+    api_client = make_api_client(kubeconfig)
+    core: Any = client.CoreV1Api(api_client)
+    name = "scout-1-behavior"
+    await asyncio.to_thread(
+        core.create_namespaced_config_map,
+        namespace,
+        {"metadata": {"name": name}, "data": files(SCRIPT_V1, 1)},
+    )
+    try:
+        async with fake_registry() as registry:
+            args = [
+                "--agent",
+                f"{namespace}/scout-1",
+                "--watch-configmap",
+                name,
+                "--kubeconfig",
+                kubeconfig,
+                "--registry-url",
+                registry.url,
+                "--token-file",
+                str(token),
+                "--report-interval",
+                "0.1",
+            ]
+            async with run_runtime(*args) as rt, aiohttp.ClientSession() as http:
+                status, health = await get_json(http, f"{rt.url}/healthz")
+                assert (status, health["revision"]) == (200, 1)
+                await asyncio.to_thread(
+                    core.patch_namespaced_config_map,
+                    name,
+                    namespace,
+                    {"data": files(SCRIPT_V2, 2)},
+                )
+                for _ in range(1000):
+                    _, health = await get_json(http, f"{rt.url}/healthz")
+                    if health["revision"] == 2:
+                        break
+                    await asyncio.sleep(0.01)
+                assert health["sha256"] == script_sha256(SCRIPT_V2)
+                assert (await post(http, f"{rt.url}/v1/decide", {"id": 1}))[1]["version"] == 2
+                await wait_until(
+                    lambda: any(
+                        r.loaded and r.loaded.revision == 2 for r in registry.counted.values()
+                    )
+                )
+                assert await rt.terminate() == 0
+    finally:
+        api_client.close()
