@@ -39,11 +39,22 @@ class Installed:
     def python(self) -> Path:
         return self.venv / "bin" / "python"
 
-    def run(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
-        env["PATH"] = f"{self.venv / 'bin'}:{env.get('PATH', '')}"
+    def run(
+        self, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        clean = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("PYTHON", "VIRTUAL_ENV", "AGENTREG_"))
+        }
+        clean["PATH"] = f"{self.venv / 'bin'}:{clean.get('PATH', '')}"
         return subprocess.run(
-            list(args), capture_output=True, text=True, timeout=120, env=env, cwd=cwd
+            list(args),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**clean, **(env or {})},
+            cwd=cwd,
         )
 
 
@@ -174,31 +185,31 @@ def test_entrypoints_run_from_the_installed_wheel(installed: Installed, command:
     assert "Usage: agentreg" in done.stdout
 
 
-def test_the_chart_flags_exist(installed: Installed) -> None:
-    # The Deployment passes these to `agentreg run`; a renamed flag would crash-loop the operator.
+def test_every_flag_the_chart_passes_exists(installed: Installed) -> None:
+    # A flag renamed in `agentreg run` would crash-loop the operator pod: check each one the chart
+    # renders, for every value set of the chart tests.
+    from install.chart import render
+    from install.test_chart import VALUE_SETS, operator_container
+
     run_help = installed.run(str(installed.agentreg), "run", "--help").stdout
-    for flag in (
-        "--namespace",
-        "--all-namespaces",
-        "--api-listen",
-        "--health-listen",
-        "--status-interval",
-        "--webhook",
-        "--no-webhook",
-        "--webhook-listen",
-    ):
-        assert flag in run_help, flag
+    flags = {
+        arg.split("=", 1)[0]
+        for values in VALUE_SETS.values()
+        for arg in operator_container(render(values))["args"]
+    }
+    assert {"--api-listen", "--health-listen", "--registry-url", "--webhook-cert"} <= flags
+    missing = sorted(f for f in flags if not re.search(rf"(^|[\s,/]){re.escape(f)}\b", run_help))
+    assert not missing, f"`agentreg run` has no {missing}:\n{run_help}"
 
 
 def test_migrate_from_the_installed_wheel(installed: Installed, tmp_path: Path) -> None:
-    # What the chart's init container does, with the embedded SQLite default of the image.
+    # Exactly what the chart's init container does: `agentreg migrate`, the URL in the environment.
     db = tmp_path / "agent-registry.db"
     done = installed.run(
         str(installed.agentreg),
         "migrate",
-        "--database-url",
-        f"sqlite+aiosqlite:///{db}",
         cwd=tmp_path,
+        env={"AGENTREG_DATABASE_URL": f"sqlite+aiosqlite:///{db}"},
     )
     assert done.returncode == 0, done.stderr
     with sqlite3.connect(db) as conn:
