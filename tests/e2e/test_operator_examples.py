@@ -206,8 +206,15 @@ def test_script_edit_hot_reloads_only_the_configmap(
     ]
     # The other agents did not move.
     assert len(history(postgres_url, f"{kubectl.namespace}/coder-1")) == 1
-    events = kubectl("get", "events", "--field-selector", "involvedObject.name=coder-3")
-    assert "BehaviorReloaded" in events
+    wait_for(
+        lambda: (
+            "BehaviorReloaded"
+            in kubectl("get", "events", "--field-selector", "involvedObject.name=coder-3")
+        ),
+        timeout=15,
+        what="a BehaviorReloaded Event",
+        diagnose=diagnose(kubectl, operator),
+    )
 
 
 def test_invalid_lua_is_marked_with_the_line(

@@ -16,6 +16,7 @@ import kopf
 
 from agent_registry.controller import rendering
 from agent_registry.controller.context import ASSIGNED_BY, OperatorContext, context_of
+from agent_registry.controller.events import post_event
 from agent_registry.controller.indexes import Key, ObjectState, one, state_of
 from agent_registry.controller.retrying import retry_on_outage
 from agent_registry.controller.status import desired_agent_status, status_patch
@@ -157,12 +158,15 @@ async def sync_agent(
     return record, reason
 
 
-def post_assignment_event(agent: ObjectState, reason: str | None, status: dict[str, Any]) -> None:
+async def post_assignment_event(
+    ctx: OperatorContext, agent: ObjectState, reason: str | None, status: dict[str, Any]
+) -> None:
     if reason is None:
         return
     behavior = status.get("behavior") or {}
-    kopf.info(
-        agent.event_body(),
+    await post_event(
+        ctx,
+        agent,
         reason="BehaviorAssigned" if reason == REASON_SPEC else "BehaviorReloaded",
         message=(
             f"assigned {behavior.get('name')} revision {behavior.get('revision')} "
@@ -204,7 +208,7 @@ async def reconcile_agent(
     changes = status_patch(agent.status, desired)
     if changes:
         patch.status.update(changes)
-    post_assignment_event(agent, reason, desired)
+    await post_assignment_event(ctx, agent, reason, desired)
     if ctx.metrics is not None:
         ctx.metrics.reconciles.labels(kind="Agent", result="ok").inc()
 
@@ -238,7 +242,7 @@ async def delete_agent(
             f"{agent_id} stopped (the next reconcile of the same name reactivates it)"
         )
         logger.error(message)
-        kopf.warn(agent.event_body(), reason="RegistryUnavailable", message=message)
+        await post_event(ctx, agent, reason="RegistryUnavailable", message=message, warning=True)
         return
     if ctx.metrics is not None:
         ctx.metrics.reconciles.labels(kind="Agent", result="deleted").inc()
@@ -273,7 +277,7 @@ async def reload_agents(
                     agent.name,
                     changes,
                 )
-            post_assignment_event(agent, reason, desired)
+            await post_assignment_event(ctx, agent, reason, desired)
 
     results = await asyncio.gather(*(one_agent(a) for a in agents), return_exceptions=True)
     errors = [r for r in results if isinstance(r, BaseException)]

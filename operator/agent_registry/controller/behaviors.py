@@ -11,6 +11,7 @@ import kopf
 
 from agent_registry.controller.agents import reload_agents
 from agent_registry.controller.context import context_of
+from agent_registry.controller.events import post_event
 from agent_registry.controller.indexes import Key, ObjectState, one, state_of
 from agent_registry.controller.retrying import retry_on_outage
 from agent_registry.controller.status import (
@@ -82,7 +83,7 @@ async def reconcile_behavior(
             behavior.status, observed_generation=behavior.generation, valid=valid, now=now
         )
         patch.status.update(status_patch(behavior.status, desired) or {})
-        kopf.warn(body, reason="InvalidScript", message=valid.message)
+        await post_event(ctx, behavior, reason="InvalidScript", message=valid.message, warning=True)
         if ctx.metrics is not None:
             ctx.metrics.reconciles.labels(kind="AgentBehavior", result="invalid").inc()
         return
@@ -106,8 +107,9 @@ async def reconcile_behavior(
         description=behavior.spec.get("description"),
     )
     if record.revision != behavior.status.get("revision"):
-        kopf.info(
-            body,
+        await post_event(
+            ctx,
+            behavior,
             reason="Revision",
             message=f"revision {record.revision} ({record.script_sha256[:12]})",
         )
@@ -156,11 +158,13 @@ async def delete_behavior(
             raise kopf.TemporaryError(f"registry unavailable, retrying: {exc}", delay=5) from exc
         message = f"registry unavailable; gave up marking {behavior.name} deleted"
         logger.error(message)
-        kopf.warn(body, reason="RegistryUnavailable", message=message)
+        await post_event(ctx, behavior, reason="RegistryUnavailable", message=message, warning=True)
         return
     for agent in agents_of(behavior.namespace, behavior.name, agents_by_behavior, agent_states):
-        kopf.warn(
-            agent.event_body(),
+        await post_event(
+            ctx,
+            agent,
             reason="BehaviorDeleted",
             message=f"AgentBehavior {behavior.name} was deleted; the agent keeps its last script",
+            warning=True,
         )

@@ -17,6 +17,7 @@ from typing import Any
 
 from agent_registry.controller.agents import agent_id_of
 from agent_registry.controller.context import OperatorContext
+from agent_registry.controller.events import post_event
 from agent_registry.controller.indexes import Key, ObjectState
 from agent_registry.controller.kubeapi import KubeError, KubeUnavailable
 from agent_registry.controller.status import (
@@ -118,15 +119,12 @@ class StatusWriter:
             written += 1
             if state.kind == "Agent" and _loaded_now(state, changes):
                 loaded = changes.get("loadedBehavior") or state.status.get("loadedBehavior") or {}
-                try:
-                    await self.ctx.kube.post_event(
-                        state.event_body(),
-                        type_="Normal",
-                        reason="BehaviorLoaded",
-                        message=f"runtime confirmed {str(loaded.get('sha256', ''))[:12]}",
-                    )
-                except (KubeError, KubeUnavailable) as exc:
-                    logger.warning(f"event for {state.namespace}/{state.name}: {exc}")
+                await post_event(
+                    self.ctx,
+                    state,
+                    reason="BehaviorLoaded",
+                    message=f"runtime confirmed {str(loaded.get('sha256', ''))[:12]}",
+                )
 
         await asyncio.gather(*(send(state, changes) for state, changes in patches))
         return written
