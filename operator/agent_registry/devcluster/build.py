@@ -58,7 +58,7 @@ def _build_go_binaries(layout: BinaryLayout, say: Say) -> None:
     script = HACK_DIR / "build.sh"
     say(
         "building kube-apiserver and etcd from the Go module proxy (once per version; a cold build "
-        f"takes about 10-15 minutes on 2 cores). Log: {layout.build_log}"
+        f"takes about 15 minutes on 2 cores). Log: {layout.build_log}"
     )
     layout.root.mkdir(parents=True, exist_ok=True)
     with layout.build_log.open("w") as log:
