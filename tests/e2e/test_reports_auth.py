@@ -222,14 +222,28 @@ def test_reports_without_the_right_token_are_refused(
         )
         path = f"/v1/agents/{namespace}/worker/reports"
         other_namespace_token = token(kubectl, "runner", namespace=other)
-        other_service_account = token(kubectl, "intruder")
+        # Another Agent of the same namespace, running as its own ServiceAccount.
+        kubectl(
+            "apply",
+            "-f",
+            "-",
+            input=json.dumps(
+                {
+                    "apiVersion": "agents.singularity.dev/v1alpha1",
+                    "kind": "Agent",
+                    "metadata": {"name": "neighbour", "namespace": namespace},
+                    "spec": {"role": "tester", "serviceAccountName": "neighbour-runner"},
+                }
+            ),
+        )
+        other_service_account = token(kubectl, "neighbour-runner")
 
         assert post_report(operator, path, None) == 401
         assert post_report(operator, path, "forged-token") == 401
         assert post_report(operator, path, other_namespace_token) == 403
         assert post_report(operator, path, other_service_account) == 403
 
-        # A whole runtime with the wrong ServiceAccount: it loads the script, but every
+        # A whole runtime with the neighbour's ServiceAccount: it loads the script, but every
         # report is refused (and dropped by the runtime), so nothing reaches the registry.
         runtime.start(f"{namespace}/worker", operator.api_url, other_service_account)
         wait_for(
