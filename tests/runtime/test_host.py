@@ -207,3 +207,19 @@ def test_an_unexpected_error_while_loading_keeps_the_last_good_script() -> None:
     assert isinstance(failure, LoadFailure)
     assert "MemoryError" in failure.error
     assert host.on_task({})["a"] == 1
+
+
+def test_same_script_under_a_new_revision_is_relabelled_not_reloaded() -> None:
+    host = BehaviorHost()
+    events: list[object] = []
+    host.subscribe(events.append)
+    first = host.load(bundle(versioned(1), revision=1))
+    host.on_task({})
+    relabelled = host.load(bundle(versioned(1), revision=5))
+    assert isinstance(first, LoadedBehavior)
+    assert isinstance(relabelled, LoadedBehavior)
+    assert relabelled.revision == 5
+    assert relabelled.loaded_at == first.loaded_at
+    assert host.loads == 1
+    assert host.on_task({})["calls"] == 2  # same sandbox, state untouched
+    assert events == [first, relabelled]

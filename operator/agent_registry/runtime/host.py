@@ -101,19 +101,41 @@ class BehaviorHost:
 
     def load(self, bundle: BehaviorBundle) -> LoadEvent | None:
         """Load `bundle` unless it is what runs now (or what failed last time): returns the
-        LoadedBehavior or LoadFailure, or None when nothing changed."""
+        LoadedBehavior or LoadFailure, or None when nothing changed. The same script and limits
+        under a new revision or name only relabel what runs (no reload, same loaded_at)."""
         with self._load_lock:
+            event: LoadEvent | None
             if self._bundle is not None and self._bundle.identity == bundle.identity:
-                return None
-            if self._failed_identity == bundle.identity:
-                return None
-            event = self._load(bundle)
+                event = self._relabel(bundle)
+            elif self._failed_identity == bundle.identity:
+                event = None
+            else:
+                event = self._load(bundle)
+        if event is None:
+            return None
         for listener in list(self._listeners):
             try:
                 listener(event)
             except Exception:
                 log.exception("load listener failed")
         return event
+
+    def _relabel(self, bundle: BehaviorBundle) -> LoadEvent | None:
+        """The same script and limits under another name or revision (e.g. another behavior
+        with an identical script was assigned): nothing to reload, but report the new labels.
+        `loaded_at` stays: that script has been running since then."""
+        current = self._bundle
+        assert current is not None
+        assert self._loaded is not None
+        if (bundle.revision, bundle.name, bundle.namespace) == (
+            current.revision,
+            current.name,
+            current.namespace,
+        ):
+            return None
+        self._bundle = bundle
+        self._loaded = self._loaded.model_copy(update={"revision": bundle.revision})
+        return self._loaded
 
     def _load(self, bundle: BehaviorBundle) -> LoadEvent:
         if bundle.meta_error is not None:
