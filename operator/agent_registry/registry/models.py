@@ -4,6 +4,13 @@ same tables (a test runs alembic's autogenerate comparison and expects no differ
 The seed's tables and indexes are kept. What changed, and why:
 - Rates are not stored: `successes`, `timed_tasks` and `total_response_time_ms` are, and the
   rates are derived on read (exact under concurrency, one atomic UPDATE per batch).
+- The OPEN assignment's counters live on the agent row (`current_*`), next to the agent's
+  lifetime counters, so a batch of outcomes is one single-row UPDATE (one hot row lock, like
+  pgbench's). assign_behavior, holding that row's lock, copies them into the assignment row it
+  closes and resets them. A closed assignment's counters are its own columns; records of the
+  open assignment read them from the agent. (Two rows updated per batch would need two
+  statements on PostgreSQL to see an assignment switched concurrently, and would hold the hot
+  lock for more round trips.)
 - `agent_behaviors` is keyed by (namespace, name) and carries `revision`/`script_sha256`;
   every script a behavior ever had stays in `agent_behavior_revisions`, and an assignment
   records the revision and sha256 it assigned, so history says exactly which script ran.
@@ -149,6 +156,13 @@ class Agent(Base):
     last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_failure_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     consecutive_failures: Mapped[int] = _counter()
+    # Counters of the open assignment (see the module docstring).
+    current_tasks_completed: Mapped[int] = _counter()
+    current_successes: Mapped[int] = _counter()
+    current_timed_tasks: Mapped[int] = _counter()
+    current_total_response_time_ms: Mapped[float] = mapped_column(
+        Double, nullable=False, default=0.0, server_default=text("0")
+    )
     loaded_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     loaded_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_by: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -185,6 +199,7 @@ class Assignment(Base):
     assigned_by: Mapped[str | None] = mapped_column(Text, nullable=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     unassigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Filled when the assignment closes; while open, the agent row's current_* hold them.
     tasks_completed: Mapped[int] = _counter()
     successes: Mapped[int] = _counter()
     timed_tasks: Mapped[int] = _counter()

@@ -32,6 +32,7 @@ from agent_registry.registry.errors import (
 from agent_registry.registry.models import AGENTS, ASSIGNMENTS, BEHAVIORS, REVISIONS, utcnow
 from agent_registry.registry.notifications import ChangeHub
 from agent_registry.registry.outages import translated_errors
+from agent_registry.registry.pgfast import PgFastPath
 from agent_registry.registry.records import (
     STATUSES,
     AgentRecord,
@@ -68,15 +69,38 @@ STATS_FIELDS = frozenset(
     }
 )
 _MAX_LINEAGE = 1000
+_COMPUTED = {"success_rate", "avg_response_time_ms"}
 
 
 def script_sha256(lua_script: str) -> str:
     return hashlib.sha256(lua_script.encode("utf-8")).hexdigest()
 
 
+# Assignment counter -> the agent column holding it while the assignment is open.
+CURRENT = {
+    "tasks_completed": "current_tasks_completed",
+    "successes": "current_successes",
+    "timed_tasks": "current_timed_tasks",
+    "total_response_time_ms": "current_total_response_time_ms",
+}
+_CURRENT_COLS = [_A.c[name] for name in CURRENT.values()]
+
+
 def _agent(row: Row[Any] | Mapping[str, Any]) -> AgentRecord:
-    data = row._mapping if isinstance(row, Row) else row
-    return AgentRecord.model_validate(dict(data))
+    data = dict(row._mapping if isinstance(row, Row) else row)
+    for column in CURRENT.values():
+        data.pop(column, None)
+    return AgentRecord.model_validate(data)
+
+
+def _open_assignment_record(
+    assignment: Mapping[Any, Any], agent: Mapping[Any, Any]
+) -> AssignmentRecord:
+    """An open assignment's record: its counters come from the agent row."""
+    data = dict(assignment)
+    for field, column in CURRENT.items():
+        data[field] = agent[column]
+    return AssignmentRecord.model_validate(data)
 
 
 def _assignment(row: Row[Any] | Mapping[str, Any]) -> AssignmentRecord:
@@ -106,8 +130,14 @@ class RegistryService:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._writer = engine.execution_options(**{WRITE_OPTION: True})
-        self._dialect = engine.dialect.name
-        self._batch_insert = hotpath.batch_insert(self._dialect)
+        self._dialect: str = engine.dialect.name
+        self._fast: PgFastPath | None = None
+        if self._dialect == "postgresql":
+            # As many hot-path connections as the engine's pool has (its own, see pgfast.py).
+            size = getattr(engine.pool, "size", lambda: 10)()
+            self._fast = PgFastPath(engine, size=max(int(size), 1))
+            self._plain_sql = self._fast.compile(hotpath.PLAIN)
+            self._batched_sql = self._fast.compile(hotpath.POSTGRES_BATCHED)
         self._hub = ChangeHub()
 
     @classmethod
@@ -121,6 +151,8 @@ class RegistryService:
         return self._engine
 
     async def close(self) -> None:
+        if self._fast is not None:
+            await self._fast.close()
         await self._engine.dispose()
 
     # -- transactions ------------------------------------------------------------------------
@@ -155,8 +187,23 @@ class RegistryService:
         return row
 
     async def _open_assignment(self, conn: AsyncConnection, agent_id: str) -> Row[Any] | None:
+        """The open assignment's row as stored (its counters are on the agent row)."""
         stmt = select(_S).where(_S.c.agent_id == agent_id, _S.c.unassigned_at.is_(None))
         return (await conn.execute(stmt)).first()
+
+    async def _open_assignment_full(
+        self, conn: AsyncConnection, agent_id: str
+    ) -> AssignmentRecord | None:
+        stmt = (
+            select(_S, *_CURRENT_COLS)
+            .join(_A, _A.c.agent_id == _S.c.agent_id)
+            .where(_S.c.agent_id == agent_id, _S.c.unassigned_at.is_(None))
+        )
+        row = (await conn.execute(stmt)).first()
+        if row is None:
+            return None
+        data = dict(row._mapping)
+        return _open_assignment_record({c.name: data[c.name] for c in _S.c}, data)
 
     # -- registration ------------------------------------------------------------------------
 
@@ -441,19 +488,30 @@ class RegistryService:
                     _A.c.status != "stopped",
                 )
             )
-            totals = (
+            agent_count = int(agents.scalar_one())
+            closed = (
                 await conn.execute(
                     select(
                         func.coalesce(func.sum(_S.c.tasks_completed), 0),
                         func.coalesce(func.sum(_S.c.successes), 0),
-                    ).where(_S.c.behavior_id == behavior_id)
+                    ).where(_S.c.behavior_id == behavior_id, _S.c.unassigned_at.is_not(None))
+                )
+            ).one()
+            open_ = (
+                await conn.execute(
+                    select(
+                        func.coalesce(func.sum(_A.c.current_tasks_completed), 0),
+                        func.coalesce(func.sum(_A.c.current_successes), 0),
+                    )
+                    .select_from(_S.join(_A, _A.c.agent_id == _S.c.agent_id))
+                    .where(_S.c.behavior_id == behavior_id, _S.c.unassigned_at.is_(None))
                 )
             ).one()
             return BehaviorSummary(
                 behavior_id=behavior_id,
-                agent_count=int(agents.scalar_one()),
-                tasks_completed=int(totals[0]),
-                successes=int(totals[1]),
+                agent_count=agent_count,
+                tasks_completed=int(closed[0]) + int(open_[0]),
+                successes=int(closed[1]) + int(open_[1]),
             )
 
     # -- assignment --------------------------------------------------------------------------
@@ -500,8 +558,9 @@ class RegistryService:
     ) -> tuple[AssignmentRecord, bool]:
         now = utcnow()
         async with self._write("assign_behavior") as conn:
-            # Lock order (agent row, then assignment rows) is the same as record_tasks'.
-            await self._agent_row(conn, agent_id, lock=True)
+            # The agent row's lock orders this against record_tasks (which updates only that
+            # row): the open assignment's counters read here are final.
+            agent = await self._agent_row(conn, agent_id, lock=True)
             behavior = await self._behavior_row(conn, behavior_id)
             if behavior.deleted_at is not None:
                 raise BehaviorNotFound(behavior_id)
@@ -511,13 +570,13 @@ class RegistryService:
                 and current.behavior_id == behavior_id
                 and current.behavior_revision == behavior.revision
             ):
-                return _assignment(current), False
+                return _open_assignment_record(current._mapping, agent._mapping), False
             if current is not None:
                 notes = outcome_notes(
-                    tasks=current.tasks_completed,
-                    successes=current.successes,
-                    total_response_time_ms=current.total_response_time_ms,
-                    timed_tasks=current.timed_tasks,
+                    tasks=agent.current_tasks_completed,
+                    successes=agent.current_successes,
+                    total_response_time_ms=agent.current_total_response_time_ms,
+                    timed_tasks=agent.current_timed_tasks,
                     replaced_by=(
                         f"{behavior.namespace}/{behavior.name} revision {behavior.revision} "
                         f"({reason}, by {assigned_by})"
@@ -526,7 +585,11 @@ class RegistryService:
                 await conn.execute(
                     update(_S)
                     .where(_S.c.id == current.id)
-                    .values(unassigned_at=now, outcome_notes=notes)
+                    .values(
+                        unassigned_at=now,
+                        outcome_notes=notes,
+                        **{field: agent._mapping[column] for field, column in CURRENT.items()},
+                    )
                 )
             new_id = uuid.uuid4()
             await conn.execute(
@@ -544,7 +607,12 @@ class RegistryService:
             await conn.execute(
                 update(_A)
                 .where(_A.c.agent_id == agent_id)
-                .values(behavior_id=behavior_id, behavior_assigned_at=now, updated_at=now)
+                .values(
+                    behavior_id=behavior_id,
+                    behavior_assigned_at=now,
+                    updated_at=now,
+                    **dict.fromkeys(CURRENT.values(), 0),
+                )
             )
             row = (await conn.execute(select(_S).where(_S.c.id == new_id))).one()
             return _assignment(row), True
@@ -562,21 +630,26 @@ class RegistryService:
         """The open assignment (NoBehaviorAssigned if none)."""
         async with self._read("current_assignment") as conn:
             await self._agent_row(conn, agent_id)
-            row = await self._open_assignment(conn, agent_id)
-            if row is None:
+            record = await self._open_assignment_full(conn, agent_id)
+            if record is None:
                 raise NoBehaviorAssigned(agent_id)
-            return _assignment(row)
+            return record
 
     async def assignment_history(self, agent_id: str) -> list[AssignmentRecord]:
         """Every assignment of the agent, newest first (the open one, if any, first)."""
         async with self._read("assignment_history") as conn:
-            await self._agent_row(conn, agent_id)
+            agent = await self._agent_row(conn, agent_id)
             stmt = (
                 select(_S)
                 .where(_S.c.agent_id == agent_id)
                 .order_by(_S.c.assigned_at.desc(), _S.c.unassigned_at.is_(None).desc())
             )
-            return [_assignment(row) for row in await conn.execute(stmt)]
+            return [
+                _open_assignment_record(row._mapping, agent._mapping)
+                if row.unassigned_at is None
+                else _assignment(row)
+                for row in await conn.execute(stmt)
+            ]
 
     async def confirm_loaded(
         self, agent_id: str, sha256: str, loaded_at: datetime
@@ -661,15 +734,23 @@ class RegistryService:
         effect = batch_effect(outcomes, now)
         if cycles < 0:
             raise ValueError("cycles must be >= 0")
+        values = hotpath.params(agent_id, effect, cycles, now, batch_id)
+        if self._fast is not None:
+            sql = self._plain_sql if batch_id is None else self._batched_sql
+            if await self._fast.fetch_one(sql, values) is not None:
+                return effect.tasks
+            # Nothing changed: the agent does not exist, or the batch was counted before.
+            async with self._read("record_tasks") as conn:
+                known = await conn.execute(select(_A.c.id).where(_A.c.agent_id == agent_id))
+                if known.first() is None:
+                    raise AgentNotFound(agent_id)
+            return 0
         async with self._write("record_tasks") as conn:
-            result = await conn.execute(
-                hotpath.AGENT_UPDATE, hotpath.agent_params(agent_id, effect, cycles, now)
-            )
-            if result.rowcount == 0:
+            if (await conn.execute(hotpath.PLAIN, values)).first() is None:
                 raise AgentNotFound(agent_id)
             if batch_id is not None:
                 inserted = await conn.execute(
-                    self._batch_insert,
+                    hotpath.SQLITE_BATCH_INSERT,
                     {
                         "batch_id": batch_id,
                         "agent_id": agent_id,
@@ -680,10 +761,6 @@ class RegistryService:
                 if inserted.first() is None:
                     await conn.rollback()
                     return 0
-            if effect.tasks:
-                await conn.execute(
-                    hotpath.ASSIGNMENT_UPDATE, hotpath.assignment_params(agent_id, effect)
-                )
         return effect.tasks
 
     # -- queries -----------------------------------------------------------------------------
@@ -734,26 +811,29 @@ class RegistryService:
         agent switched to a good behavior is judged on that behavior alone. Agents without an
         assignment are not listed (there is no behavior to judge)."""
         min_tasks = max(1, min_tasks)
-        rate = (_S.c.successes * literal(1.0)) / _S.c.tasks_completed
+        rate = (_A.c.current_successes * literal(1.0)) / _A.c.current_tasks_completed
         assignment_cols = [c.label(f"s_{c.name}") for c in _S.c]
         stmt = (
             select(_A, *assignment_cols)
             .join(_S, and_(_S.c.agent_id == _A.c.agent_id, _S.c.unassigned_at.is_(None)))
             .where(
                 _A.c.status == "active",
-                _S.c.tasks_completed >= min_tasks,
+                _A.c.current_tasks_completed >= min_tasks,
                 rate < threshold,
             )
-            .order_by(rate.asc(), _S.c.tasks_completed.desc(), _A.c.agent_id)
+            .order_by(rate.asc(), _A.c.current_tasks_completed.desc(), _A.c.agent_id)
         )
         async with self._read("list_underperforming_agents") as conn:
             rows = (await conn.execute(stmt)).all()
         result = []
         for row in rows:
             data = dict(row._mapping)
-            assignment = {c.name: data.pop(f"s_{c.name}") for c in _S.c}
+            stored = {c.name: data.pop(f"s_{c.name}") for c in _S.c}
+            assignment = _open_assignment_record(stored, data)
             result.append(
-                UnderperformingAgent.model_validate({**data, "assignment": _assignment(assignment)})
+                UnderperformingAgent.model_validate(
+                    {**_agent(data).model_dump(exclude=_COMPUTED), "assignment": assignment}
+                )
             )
         return result
 

@@ -1,0 +1,263 @@
+"""Registry ingestion benchmark (standalone script, run by `make bench`; not collected by pytest).
+
+Starts its own throwaway PostgreSQL (the same helper as the test fixture), then measures, on
+that server in the same run:
+- baseline: `pgbench` TPS of `UPDATE hot SET n = n + 1 WHERE id = 1` (one hot row);
+- outcomes/s through `record_task` (one outcome per call) and `record_tasks` (batches of 100,
+  each with a batch id, as the API ingests reports), all writing to ONE agent with an open
+  assignment (the worst case: every write contends for the same two rows);
+with 1, 8 and 32 concurrent writers. Writers are asyncio tasks spread over up to `nproc`
+processes (one RegistryService each), so the Python client can use every core.
+
+Usage: python tests/benchmarks/bench_registry.py [--seconds 5] [--writers 1,8,32]
+       [--settings durable|fast] [--write-docs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import multiprocessing as mp
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from fixtures.pgserver import FAST_SETTINGS, PostgresServer, find_bin_dir  # noqa: E402
+
+BATCH = 100
+AGENT = "bench/hot"
+DOC = ROOT / "docs" / "benchmarks.md"
+SECTION = "## Registry ingestion (`tests/benchmarks/bench_registry.py`)"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+# -- pgbench baseline -------------------------------------------------------------------------
+
+
+def pgbench_tps(server: PostgresServer, database: str, clients: int, seconds: float) -> float:
+    script = Path(tempfile.mkdtemp(prefix="agentreg-pgbench-")) / "hot.sql"
+    script.write_text("UPDATE hot SET n = n + 1 WHERE id = 1;\n")
+    script.parent.chmod(0o755)
+    script.chmod(0o644)
+    proc = subprocess.run(
+        [
+            str(server.bin_dir / "pgbench"),
+            "-n",
+            "-h",
+            str(server.socket_dir),
+            "-p",
+            str(server.port),
+            "-U",
+            "postgres",
+            "-c",
+            str(clients),
+            "-j",
+            str(min(clients, os.cpu_count() or 1)),
+            "-T",
+            str(int(seconds)),
+            "-f",
+            str(script),
+            database,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    match = re.search(r"tps = ([0-9.]+)", proc.stdout)
+    if not match:
+        raise RuntimeError(f"pgbench output not understood:\n{proc.stdout}\n{proc.stderr}")
+    return float(match.group(1))
+
+
+# -- registry writers -------------------------------------------------------------------------
+
+
+def _writer_process(
+    url: str, mode: str, tasks: int, seconds: float, start_at: float, out: Any
+) -> None:
+    from agent_registry.registry import RegistryService
+
+    async def run() -> int:
+        registry = RegistryService.from_url(url, pool_size=tasks, max_overflow=0)
+        count = 0
+        outcomes = [(i % 5 != 0, 3.0) for i in range(BATCH)]
+        # Warm up (connections, prepared statements) before the common start time.
+        await registry.record_task(AGENT, True, duration_ms=1.0)
+        while time.time() < start_at:
+            await asyncio.sleep(0.005)
+        deadline = start_at + seconds
+
+        async def one_writer() -> None:
+            nonlocal count
+            while time.time() < deadline:
+                if mode == "record_task":
+                    await registry.record_task(AGENT, True, duration_ms=3.0)
+                    count += 1
+                else:
+                    count += await registry.record_tasks(AGENT, outcomes, batch_id=uuid.uuid4())
+
+        await asyncio.gather(*(one_writer() for _ in range(tasks)))
+        await registry.close()
+        return count
+
+    out.put(asyncio.run(run()))
+
+
+def registry_rate(url: str, mode: str, writers: int, seconds: float) -> float:
+    procs_n = min(writers, os.cpu_count() or 1)
+    per_proc = [writers // procs_n + (1 if i < writers % procs_n else 0) for i in range(procs_n)]
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    start_at = time.time() + 4.0  # time for the processes to import and warm up
+    procs = [
+        ctx.Process(target=_writer_process, args=(url, mode, n, seconds, start_at, queue))
+        for n in per_proc
+    ]
+    for p in procs:
+        p.start()
+    total = sum(queue.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(30)
+    return total / seconds
+
+
+async def prepare_registry(url: str) -> None:
+    from agent_registry.registry import RegistryService
+
+    registry = RegistryService.from_url(url)
+    await registry.register_agent(AGENT, "bench")
+    behavior = await registry.create_behavior("bench", "bench", "function on_task() end")
+    await registry.assign_behavior(AGENT, behavior.id)
+    await registry.close()
+
+
+async def verify(url: str, expected_min: int) -> int:
+    from agent_registry.registry import RegistryService
+
+    registry = RegistryService.from_url(url)
+    agent = await registry.get_by_agent_id(AGENT)
+    assignment = await registry.current_assignment(AGENT)
+    await registry.close()
+    if agent.tasks_completed != assignment.tasks_completed:
+        raise AssertionError("agent and assignment counters disagree")
+    if agent.tasks_completed < expected_min:
+        raise AssertionError(f"{agent.tasks_completed} < {expected_min} outcomes counted")
+    return agent.tasks_completed
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--writers", default="1,8,32")
+    parser.add_argument("--settings", choices=["durable", "fast"], default="durable")
+    parser.add_argument("--write-docs", action="store_true", help=f"update {DOC.name}")
+    args = parser.parse_args()
+    writer_counts = [int(x) for x in args.writers.split(",")]
+    settings = {} if args.settings == "durable" else dict(FAST_SETTINGS)
+
+    from agent_registry.registry import migrate
+
+    server = PostgresServer(settings=settings)
+    rows: list[dict[str, Any]] = []
+    try:
+        server.start()
+        server.create_database("pgbench")
+        import psycopg
+
+        with psycopg.connect(server.conninfo("pgbench"), autocommit=True) as conn:
+            conn.execute("CREATE TABLE hot (id int PRIMARY KEY, n bigint NOT NULL)")
+            conn.execute("INSERT INTO hot VALUES (1, 0)")
+        url = server.socket_url_for("registry")
+        server.create_database("registry")
+        migrate(url)
+        asyncio.run(prepare_registry(url))
+        counted = 1  # the warm-up in prepare
+        for writers in writer_counts:
+            tps = pgbench_tps(server, "pgbench", writers, args.seconds)
+            single = registry_rate(url, "record_task", writers, args.seconds)
+            batched = registry_rate(url, "record_tasks", writers, args.seconds)
+            counted += int((single + batched) * args.seconds)
+            row = {
+                "writers": writers,
+                "pgbench_tps": tps,
+                "record_task_per_s": single,
+                "record_tasks_per_s": batched,
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        total = asyncio.run(verify(url, counted))
+        print(f"verified: {total} outcomes counted on agent and assignment alike", flush=True)
+    finally:
+        server.destroy()
+
+    report = render(rows, args.settings, args.seconds)
+    print(report)
+    if args.write_docs:
+        write_section(report)
+
+
+def render(rows: list[dict[str, Any]], settings: str, seconds: float) -> str:
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    load = os.getloadavg()[0]
+    lines = [
+        f"Run {now} on {os.cpu_count()} CPUs ({cpu_model()}), load average {load:.1f} at the end;"
+        f" PostgreSQL {find_bin_dir().parent.name} ({settings} settings:"
+        + (" fsync and synchronous_commit on" if settings == "durable" else " fsync off")
+        + f"), {seconds:.0f} s per measurement, one hot agent with an open assignment.",
+        "",
+        "| writers | pgbench hot-row UPDATE TPS | record_task outcomes/s (ratio) "
+        "| record_tasks x100 outcomes/s (ratio) |",
+        "|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        base = r["pgbench_tps"]
+        lines.append(
+            f"| {r['writers']} | {base:,.0f} "
+            f"| {r['record_task_per_s']:,.0f} ({r['record_task_per_s'] / base:.2f}x) "
+            f"| {r['record_tasks_per_s']:,.0f} ({r['record_tasks_per_s'] / base:.1f}x) |"
+        )
+    lines += [
+        "",
+        "Targets on 2 cores: record_tasks >= 50,000 outcomes/s; record_task >= 0.5x pgbench.",
+    ]
+    return "\n".join(lines)
+
+
+def write_section(report: str) -> None:
+    text = DOC.read_text()
+    start = text.index(SECTION) + len(SECTION)
+    end = text.find("\n## ", start)
+    end = len(text) if end == -1 else end
+    intro = (
+        "\n\nRun: `python tests/benchmarks/bench_registry.py --write-docs`. Ingestion of task "
+        "outcomes into PostgreSQL, against `pgbench` on one hot row of the same server.\n\n"
+    )
+    DOC.write_text(text[:start] + intro + report + "\n" + text[end:])
+
+
+if __name__ == "__main__":
+    main()

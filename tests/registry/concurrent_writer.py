@@ -1,0 +1,68 @@
+"""One writer process of the concurrency test (run as a script, not collected by pytest).
+
+Usage: concurrent_writer.py URL AGENT_ID WORKER_NUMBER SINGLES BATCHES BATCH_SIZE
+Waits for a line on stdin (so all writers start together), then records SINGLES outcomes
+with record_task and BATCHES batches with record_tasks (each batch sent twice: the repeat
+must count zero), from 4 coroutines at once. Prints a JSON line with what it sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import uuid
+
+from agent_registry.registry import RegistryService, RegistryUnavailable
+
+
+async def retrying(call: object) -> int:
+    # SQLite under heavy contention may exceed the busy timeout; the contract is that this
+    # surfaces as RegistryUnavailable and a retry succeeds. Count them to report.
+    assert callable(call)
+    for _ in range(50):
+        try:
+            return int(await call() or 0)
+        except RegistryUnavailable:
+            await asyncio.sleep(0.05)
+    raise RuntimeError("still unavailable after 50 tries")
+
+
+async def main(url: str, agent_id: str, worker: int, singles: int, batches: int, size: int) -> None:
+    registry = RegistryService.from_url(url)
+    sent = {"tasks": 0, "successes": 0, "recorded": 0, "duplicates_counted": 0}
+
+    async def single_writer(lane: int) -> None:
+        for i in range(lane, singles, 4):
+            success = (worker + i) % 3 != 0
+            await retrying(lambda s=success: registry.record_task(agent_id, s, duration_ms=2.0))
+            sent["tasks"] += 1
+            sent["successes"] += int(success)
+            sent["recorded"] += 1
+
+    async def batch_writer(lane: int) -> None:
+        for i in range(lane, batches, 4):
+            outcomes = [((worker + i + j) % 4 != 0, 1.0) for j in range(size)]
+            batch_id = uuid.uuid4()
+            first = await retrying(
+                lambda o=outcomes, b=batch_id: registry.record_tasks(agent_id, o, batch_id=b)
+            )
+            repeat = await retrying(
+                lambda o=outcomes, b=batch_id: registry.record_tasks(agent_id, o, batch_id=b)
+            )
+            sent["tasks"] += size
+            sent["successes"] += sum(1 for ok, _ in outcomes if ok)
+            sent["recorded"] += first
+            sent["duplicates_counted"] += repeat
+
+    sys.stdin.readline()
+    await asyncio.gather(
+        *(single_writer(n) for n in range(4)), *(batch_writer(n) for n in range(4))
+    )
+    await registry.close()
+    print(json.dumps(sent), flush=True)
+
+
+if __name__ == "__main__":
+    url, agent_id, worker, singles, batches, size = sys.argv[1:7]
+    asyncio.run(main(url, agent_id, int(worker), int(singles), int(batches), int(size)))
