@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -19,6 +20,20 @@ from e2e.conftest import (
 from e2e.test_operator_examples import AGENTS, converged, history
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kube, pytest.mark.postgres]
+
+
+def registry_status(database_url: str, agent_id: str) -> str:
+    from agent_registry.registry import RegistryService
+
+    async def read() -> str:
+        registry = RegistryService.from_url(database_url)
+        try:
+            record: Any = await registry.get_by_agent_id(agent_id)
+            return str(record.status)
+        finally:
+            await registry.close()
+
+    return asyncio.run(read())
 
 
 def configmap_revision(kubectl: Kubectl, agent: str) -> int | None:
@@ -167,27 +182,9 @@ def test_agent_deletion_marks_it_stopped_and_keeps_history(
     kubectl("delete", "agent", "coder-1", "--timeout=30s")
     assert kubectl.get("agent", "coder-1") is None
 
-    from e2e.test_operator_examples import history as read_history
-
-    rows = read_history(postgres_url, f"{kubectl.namespace}/coder-1")
+    rows = history(postgres_url, f"{kubectl.namespace}/coder-1")
     assert len(rows) == 1
-
-    def stopped() -> bool:
-        import asyncio
-
-        from agent_registry.registry import RegistryService
-
-        async def status() -> str:
-            registry = RegistryService.from_url(postgres_url)
-            try:
-                record: Any = await registry.get_by_agent_id(f"{kubectl.namespace}/coder-1")
-                return str(record.status)
-            finally:
-                await registry.close()
-
-        return asyncio.run(status()) == "stopped"
-
-    assert stopped()
+    assert registry_status(postgres_url, f"{kubectl.namespace}/coder-1") == "stopped"
     # Deleting its behavior: the agents using it lose the assignment (condition with a reason).
     kubectl("delete", "agentbehavior", "quick", "--timeout=30s")
 
@@ -205,3 +202,68 @@ def test_agent_deletion_marks_it_stopped_and_keeps_history(
     assert agent is not None
     reasons = {c["type"]: c["reason"] for c in agent["status"]["conditions"]}
     assert reasons["BehaviorAssigned"] == "BehaviorDeleted"
+
+
+def test_paused_agent_is_paused_in_registry_and_scaled_to_zero(
+    kubectl: Kubectl, operator_factory: OperatorFactory, postgres_url: str
+) -> None:
+    operator = operator_factory(postgres_url)
+    kubectl("apply", "-f", str(EXAMPLES_DIR))
+    wait_for(
+        lambda: converged(kubectl),
+        timeout=90,
+        what="examples converged",
+        diagnose=diagnose(kubectl, operator),
+    )
+    kubectl("patch", "agent", "coder-3", "--type=merge", "-p", '{"spec": {"paused": true}}')
+
+    def paused() -> bool:
+        agent = kubectl.get("agent", "coder-3")
+        deployment = kubectl.get("deployment", "coder-3")
+        return bool(
+            agent
+            and deployment
+            and agent["status"].get("phase") == "Paused"
+            and agent["status"].get("observedGeneration") == agent["metadata"]["generation"]
+            and deployment["spec"]["replicas"] == 0
+        )
+
+    wait_for(paused, timeout=30, what="coder-3 paused", diagnose=diagnose(kubectl, operator))
+    agent = kubectl.get("agent", "coder-3")
+    assert agent is not None
+    ready = {c["type"]: (c["status"], c["reason"]) for c in agent["status"]["conditions"]}
+    assert ready["Ready"] == ("False", "Paused")
+    assert registry_status(postgres_url, f"{kubectl.namespace}/coder-3") == "paused"
+
+
+def test_deletion_lets_go_after_the_timeout_while_the_database_is_down(
+    kubectl: Kubectl,
+    operator_factory: OperatorFactory,
+    postgres_url: str,
+    postgres_server: Any,
+) -> None:
+    operator = operator_factory(postgres_url, delete_timeout=6)
+    kubectl("apply", "-f", str(EXAMPLES_DIR))
+    wait_for(
+        lambda: converged(kubectl),
+        timeout=90,
+        what="examples converged",
+        diagnose=diagnose(kubectl, operator),
+    )
+    postgres_server.stop()
+    try:
+        kubectl("delete", "agent", "coder-1", "--wait=false")
+        time.sleep(2)
+        assert kubectl.get("agent", "coder-1") is not None, "the finalizer holds it while retrying"
+        wait_for(
+            lambda: kubectl.get("agent", "coder-1") is None,
+            timeout=60,
+            what="coder-1 released after the timeout",
+            diagnose=diagnose(kubectl, operator),
+        )
+    finally:
+        postgres_server.start()
+    events = kubectl("get", "events", "--field-selector", "involvedObject.name=coder-1")
+    assert "RegistryUnavailable" in events
+    # The registry never heard of the deletion: it still shows the agent active (recorded above).
+    assert registry_status(postgres_url, f"{kubectl.namespace}/coder-1") == "active"
