@@ -104,8 +104,7 @@ def _writer_process(
         outcomes = [(i % 5 != 0, 3.0) for i in range(BATCH)]
         # Warm up (connections, prepared statements) before the common start time.
         await registry.record_task(AGENT, True, duration_ms=1.0)
-        while time.time() < start_at:
-            await asyncio.sleep(0.005)
+        await asyncio.sleep(max(0.0, start_at - time.time()))
         deadline = start_at + seconds
 
         async def one_writer() -> None:

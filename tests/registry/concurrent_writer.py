@@ -1,9 +1,9 @@
 """One writer process of the concurrency test (run as a script, not collected by pytest).
 
 Usage: concurrent_writer.py URL AGENT_ID WORKER_NUMBER SINGLES BATCHES BATCH_SIZE
-Waits for a line on stdin (so all writers start together), then records SINGLES outcomes
-with record_task and BATCHES batches with record_tasks (each batch sent twice: the repeat
-must count zero), from 4 coroutines at once. Prints a JSON line with what it sent.
+Prints "ready", waits for a line on stdin (so all writers start together), then records
+SINGLES outcomes with record_task and BATCHES batches with record_tasks (each batch sent
+twice: the repeat must count zero), from 4 coroutines at once. Prints a JSON line with what it sent.
 """
 
 from __future__ import annotations
@@ -55,6 +55,8 @@ async def main(url: str, agent_id: str, worker: int, singles: int, batches: int,
             sent["recorded"] += first
             sent["duplicates_counted"] += repeat
 
+    await registry.get_by_agent_id(agent_id)  # connected and warm
+    print("ready", flush=True)
     sys.stdin.readline()
     await asyncio.gather(
         *(single_writer(n) for n in range(4)), *(batch_writer(n) for n in range(4))

@@ -5,8 +5,8 @@ sum over its assignments (no outcome lost in a switch). On PostgreSQL and on SQL
 
 from __future__ import annotations
 
+import asyncio
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -29,40 +29,42 @@ async def test_many_processes_lose_nothing(database_url: str, registry: Registry
     await registry.assign_behavior(agent_id, behaviors[0].id)
 
     procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                str(WRITER),
-                database_url,
-                agent_id,
-                str(n),
-                str(SINGLES),
-                str(BATCHES),
-                str(BATCH_SIZE),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(WRITER),
+            database_url,
+            agent_id,
+            str(n),
+            str(SINGLES),
+            str(BATCHES),
+            str(BATCH_SIZE),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         for n in range(PROCESSES)
     ]
     try:
         for proc in procs:
+            assert proc.stdout is not None
+            line = await asyncio.wait_for(proc.stdout.readline(), timeout=120)
+            assert line.strip() == b"ready", line
+        for proc in procs:
             assert proc.stdin is not None
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
+            proc.stdin.write(b"go\n")
+            await proc.stdin.drain()
         # Switch the behavior while the writers run.
         for i in range(1, 7):
             await registry.assign_behavior(agent_id, behaviors[i % 3].id, reason=f"switch {i}")
+            await asyncio.sleep(0.1)
         results = []
         for proc in procs:
-            out, err = proc.communicate(timeout=240)
-            assert proc.returncode == 0, err
-            results.append(json.loads(out.strip().splitlines()[-1]))
+            out, err = await asyncio.wait_for(proc.communicate(), timeout=240)
+            assert proc.returncode == 0, err.decode()
+            results.append(json.loads(out.decode().strip().splitlines()[-1]))
     finally:
         for proc in procs:
-            if proc.poll() is None:
+            if proc.returncode is None:
                 proc.kill()
 
     tasks = sum(r["tasks"] for r in results)
