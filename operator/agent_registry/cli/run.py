@@ -47,6 +47,13 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./agent-registry.db"
 @click.option("--webhook-cert", type=click.Path(exists=True, dir_okay=False), default=None)
 @click.option("--webhook-key", type=click.Path(exists=True, dir_okay=False), default=None)
 @click.option(
+    "--webhook-managed/--webhook-unmanaged",
+    default=None,
+    help="Let the operator create and update the ValidatingWebhookConfiguration (URL + caBundle). "
+    "Default: managed with a self-signed certificate, unmanaged with --webhook-cert (then the "
+    "installer, e.g. the Helm chart, owns the configuration and points it at a Service).",
+)
+@click.option(
     "--status-interval",
     type=click.FloatRange(min=0.1),
     default=5.0,
@@ -82,6 +89,7 @@ def command(
     webhook_host: str | None,
     webhook_cert: str | None,
     webhook_key: str | None,
+    webhook_managed: bool | None,
     status_interval: float,
     delete_timeout: float,
     registry_url: str | None,
@@ -120,6 +128,7 @@ def command(
         delete_timeout=delete_timeout,
         migrate=migrate,
         webhook=webhook,
+        webhook_managed=webhook_cert is None if webhook_managed is None else webhook_managed,
     )
     settings = kopf.OperatorSettings()
     configure(

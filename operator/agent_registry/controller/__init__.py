@@ -14,7 +14,7 @@ RBAC the operator process uses (controller + the registry API it serves), exactl
   "" (core)                       events                            create (kopf and loop Events)
   authentication.k8s.io           tokenreviews                      create (cluster, API auth)
   authorization.k8s.io            subjectaccessreviews              create (cluster, API auth)
-  only with --webhook (cluster-scoped):
+  only with --webhook and a managed configuration (cluster-scoped; not with --webhook-cert):
   admissionregistration.k8s.io    validatingwebhookconfigurations   create, patch
   only with --peering NAME (kopf peering; the kopf.dev peering CRDs must be installed):
   kopf.dev                        kopfpeerings (per namespace) or clusterkopfpeerings (with

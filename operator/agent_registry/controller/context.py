@@ -32,6 +32,7 @@ class OperatorConfig:
     delete_timeout: float = 60.0
     migrate: bool = False
     webhook: bool = False
+    webhook_managed: bool = True
 
 
 @dataclass

@@ -40,7 +40,8 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig, **webhook
     settings.networking.request_timeout = 60
     if config.webhook:
         settings.admission.server = webhook.webhook_server(**webhook_args)
-        settings.admission.managed = webhook.WEBHOOK_CONFIGURATION
+        if config.webhook_managed:
+            settings.admission.managed = webhook.WEBHOOK_CONFIGURATION
 
 
 async def startup(
