@@ -12,7 +12,7 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 # Only what the wheel is made of (see .dockerignore): the source root, the migrations, the metadata.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY operator/ operator/
 COPY migrations/ migrations/
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
