@@ -53,7 +53,7 @@ def is_sqlite(url: str | URL) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def tune_sqlite(sync_engine: Any) -> None:
+def tune_sqlite(sync_engine: Any, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> None:
     """Install the SQLite connection pragmas and BEGIN handling on a (sync) engine."""
 
     @event.listens_for(sync_engine, "connect")
@@ -62,7 +62,7 @@ def tune_sqlite(sync_engine: Any) -> None:
         # would only ever emit a deferred BEGIN.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")  # durable enough in WAL mode
         cursor.execute("PRAGMA foreign_keys = ON")
@@ -77,8 +77,11 @@ def tune_sqlite(sync_engine: Any) -> None:
 def create_engine_for(url: str | URL, **engine_kwargs: Any) -> AsyncEngine:
     parsed = async_url(url)
     if parsed.get_backend_name() == "sqlite":
+        # ?timeout=SECONDS in the URL (sqlite3's own parameter) also sets the busy timeout.
+        timeout = parsed.query.get("timeout")
+        busy_ms = int(float(str(timeout)) * 1000) if timeout else SQLITE_BUSY_TIMEOUT_MS
         engine = create_async_engine(parsed, **engine_kwargs)
-        tune_sqlite(engine.sync_engine)
+        tune_sqlite(engine.sync_engine, busy_ms)
         return engine
     engine_kwargs.setdefault("pool_size", 10)
     engine_kwargs.setdefault("max_overflow", 20)
