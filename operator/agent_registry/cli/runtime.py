@@ -22,22 +22,37 @@ def _parse_listen(value: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-@click.command(name="runtime")
-@click.option("--agent", envvar="AGENTREG_AGENT", required=True, help="The Agent, NAMESPACE/NAME.")
+@click.command(name="runtime", context_settings={"show_default": True})
+@click.option(
+    "--agent",
+    show_envvar=True,
+    envvar="AGENTREG_AGENT",
+    required=True,
+    help="The Agent, NAMESPACE/NAME.",
+)
 @click.option(
     "--behavior-dir",
+    show_envvar=True,
     envvar="AGENTREG_BEHAVIOR_DIR",
     type=click.Path(file_okay=False, path_type=Path),
     help="The mounted behavior ConfigMap (kubelet volume layout).",
 )
 @click.option(
     "--watch-configmap",
+    show_envvar=True,
     envvar="AGENTREG_WATCH_CONFIGMAP",
     help="Watch this ConfigMap (in the agent's namespace) through the API instead.",
 )
-@click.option("--registry-url", envvar="AGENTREG_REGISTRY_URL", required=True)
+@click.option(
+    "--registry-url",
+    show_envvar=True,
+    envvar="AGENTREG_REGISTRY_URL",
+    required=True,
+    help="Base URL of the registry API (reports go to /v1/agents/NS/NAME/reports).",
+)
 @click.option(
     "--listen",
+    show_envvar=True,
     envvar="AGENTREG_LISTEN",
     default="127.0.0.1:8090",
     show_default=True,
@@ -45,6 +60,7 @@ def _parse_listen(value: str) -> tuple[str, int]:
 )
 @click.option(
     "--token-file",
+    show_envvar=True,
     envvar="AGENTREG_TOKEN_FILE",
     type=click.Path(dir_okay=False, path_type=Path),
     default=DEFAULT_TOKEN_FILE,
@@ -52,24 +68,36 @@ def _parse_listen(value: str) -> tuple[str, int]:
     help="Bearer token for the registry, re-read on every report.",
 )
 @click.option(
-    "--kubeconfig", envvar="AGENTREG_KUBECONFIG", help="For --watch-configmap outside a pod."
+    "--kubeconfig",
+    show_envvar=True,
+    envvar="AGENTREG_KUBECONFIG",
+    help="For --watch-configmap outside a pod.",
 )
 @click.option(
     "--simulate",
     "simulate_rate",
+    show_envvar=True,
     envvar="AGENTREG_SIMULATE",
     type=click.FloatRange(min=0.0),
     help="Run the synthetic workload at this many tasks per second.",
 )
 @click.option(
     "--report-interval",
+    show_envvar=True,
     envvar="AGENTREG_REPORT_INTERVAL",
     type=click.FloatRange(min=0.05),
     default=5.0,
     show_default=True,
     help="Seconds between reports.",
 )
-@click.option("--log-level", envvar="AGENTREG_LOG_LEVEL", default="INFO", show_default=True)
+@click.option(
+    "--log-level",
+    show_envvar=True,
+    envvar="AGENTREG_LOG_LEVEL",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
 def command(
     agent: str,
     behavior_dir: Path | None,
