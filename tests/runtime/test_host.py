@@ -223,3 +223,52 @@ def test_same_script_under_a_new_revision_is_relabelled_not_reloaded() -> None:
     assert host.loads == 1
     assert host.on_task({})["calls"] == 2  # same sandbox, state untouched
     assert events == [first, relabelled]
+
+
+def test_a_script_that_timed_out_while_loading_is_retried() -> None:
+    """A wall-clock timeout depends on how busy the machine is: the host retries it by itself.
+    The busy machine is played by the factory (a real timeout cannot be provoked on demand)."""
+    from agent_registry.lua import LuaValidationError, Sandbox
+    from agent_registry.runtime.backoff import Backoff
+
+    attempts = {"slow": 0}
+
+    def factory(source: str, *args: Any, **kwargs: Any) -> Any:
+        if "slow" in source:
+            attempts["slow"] += 1
+            if attempts["slow"] <= 2:
+                try:
+                    raise LuaLimitExceeded("timeout")
+                except LuaLimitExceeded as exc:
+                    raise LuaValidationError(f"init(config): {exc}") from exc
+        return Sandbox(source, *args, **kwargs)
+
+    host = BehaviorHost(sandbox_factory=factory, timeout_retry=Backoff(base=0.02, cap=0.05))
+    events: list[object] = []
+    host.subscribe(events.append)
+    host.load(bundle(versioned(1)))
+    slow = bundle("-- slow\n" + versioned(2))
+    assert isinstance(host.load(slow), LoadFailure)
+    wait_until_sync(lambda: host.loaded is not None and host.loaded.sha256 == slow.sha256)
+    assert attempts["slow"] == 3
+    assert [type(e).__name__ for e in events] == [
+        "LoadedBehavior",
+        "LoadFailure",
+        "LoadFailure",
+        "LoadedBehavior",
+    ]
+    assert host.on_task({})["a"] == 2
+    host.close()
+
+
+def test_deterministic_refusals_are_not_retried() -> None:
+    from agent_registry.runtime.backoff import Backoff
+
+    host = BehaviorHost(timeout_retry=Backoff(base=0.01, cap=0.01))
+    host.load(bundle(versioned(1)))
+    events: list[object] = []
+    host.subscribe(events.append)
+    host.load(bundle("while true do end\nfunction on_task() end", max_instructions=10_000))
+    threading.Event().wait(0.2)
+    assert len(events) == 1  # an instruction limit is the script's own doing
+    host.close()

@@ -11,6 +11,10 @@ hostile `init`, and doing it outside the lock would lose the state written in be
 
 Failing task calls (LuaBehaviorError, LuaLimitExceeded) propagate to the caller, which counts
 them as failed tasks; the sandbox stays in place, so the agent keeps working.
+
+A refused script is not tried again until its source delivers something new, except when the
+refusal was a wall-clock timeout: that depends on how busy the machine was, not only on the
+script, so the host retries it a few times with backoff (unless something newer arrived).
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from agent_registry.lua import Limits, LuaError, Sandbox
+from agent_registry.lua import Limits, LuaError, LuaLimitExceeded, Sandbox
 from agent_registry.reports import LoadedBehavior, LoadFailure
+from agent_registry.runtime.backoff import Backoff
 from agent_registry.runtime.bundle import BehaviorBundle
 
 log = logging.getLogger(__name__)
@@ -59,8 +64,14 @@ class BehaviorHost:
         config: Mapping[str, Any] | None = None,
         sandbox_factory: SandboxFactory = Sandbox,
         lua_log: Callable[[str], None] | None = None,
+        timeout_retry: Backoff | None = None,
+        max_timeout_retries: int = 5,
     ) -> None:
         self._default_limits = default_limits
+        self._timeout_retry = timeout_retry or Backoff(base=1.0, cap=30.0)
+        self._max_timeout_retries = max_timeout_retries
+        self._retry_timer: threading.Timer | None = None
+        self._closed = False
         self._config = dict(config) if config is not None else None
         self._factory = sandbox_factory
         self._lua_log = lua_log
@@ -113,12 +124,15 @@ class BehaviorHost:
                 event = self._load(bundle)
         if event is None:
             return None
+        self._notify(event)
+        return event
+
+    def _notify(self, event: LoadEvent) -> None:
         for listener in list(self._listeners):
             try:
                 listener(event)
             except Exception:
                 log.exception("load listener failed")
-        return event
 
     def _relabel(self, bundle: BehaviorBundle) -> LoadEvent | None:
         """The same script and limits under another name or revision (e.g. another behavior
@@ -137,7 +151,28 @@ class BehaviorHost:
         self._loaded = self._loaded.model_copy(update={"revision": bundle.revision})
         return self._loaded
 
-    def _load(self, bundle: BehaviorBundle) -> LoadEvent:
+    def _schedule_retry(self, bundle: BehaviorBundle, attempt: int) -> None:
+        if self._closed or attempt >= self._max_timeout_retries:
+            return
+        delay = self._timeout_retry.delay(attempt)
+        log.info(
+            "retrying behavior sha256=%s in %.1fs (timed out while loading)",
+            bundle.sha256[:12],
+            delay,
+        )
+        timer = threading.Timer(delay, self._retry, args=(bundle, attempt + 1))
+        timer.daemon = True
+        self._retry_timer = timer
+        timer.start()
+
+    def _retry(self, bundle: BehaviorBundle, attempt: int) -> None:
+        with self._load_lock:
+            if self._closed or self._failed_identity != bundle.identity:
+                return  # something newer arrived meanwhile (loaded or refused)
+            event = self._load(bundle, attempt=attempt)
+        self._notify(event)
+
+    def _load(self, bundle: BehaviorBundle, *, attempt: int = 0) -> LoadEvent:
         if bundle.meta_error is not None:
             return self._fail(bundle, bundle.meta_error, None)
         if bundle.declared_sha256 and bundle.declared_sha256 != bundle.sha256:
@@ -165,6 +200,8 @@ class BehaviorHost:
                     log=self._lua_log,
                 )
             except LuaError as exc:
+                if _timed_out(exc):
+                    self._schedule_retry(bundle, attempt)
                 return self._fail(bundle, str(exc), _line_of(exc))
             except Exception as exc:
                 # Not the script's fault (a host bug, lupa itself): still no reason to drop
@@ -256,10 +293,19 @@ class BehaviorHost:
                 raise
 
     def close(self) -> None:
+        self._closed = True
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
         with self._lock:
             if self._sandbox is not None:
                 self._sandbox.close()
                 self._sandbox = None
+
+
+def _timed_out(exc: LuaError) -> bool:
+    """A wall-clock timeout while loading (the sandbox wraps it in LuaValidationError)."""
+    cause = exc if isinstance(exc, LuaLimitExceeded) else exc.__cause__
+    return isinstance(cause, LuaLimitExceeded) and cause.kind == "timeout"
 
 
 def _line_of(exc: LuaError) -> int | None:
