@@ -44,18 +44,31 @@ class InotifyUnavailable(OSError):
     """No inotify here (not Linux, no libc symbol, or the watch limit is exhausted)."""
 
 
+def _libc() -> ctypes.CDLL:
+    # The running interpreter already links libc: dlopen(NULL) finds its symbols without
+    # find_library, which may spawn ldconfig or a compiler to look.
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        pass
+    name = ctypes.util.find_library("c")
+    if name is None:
+        raise InotifyUnavailable("libc not found")
+    try:
+        return ctypes.CDLL(name, use_errno=True)
+    except OSError as exc:
+        raise InotifyUnavailable(f"cannot load {name}: {exc}") from exc
+
+
 class DirectoryWatch:
     """Wait until something changes in one directory (or a timeout passes)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        libc_name = ctypes.util.find_library("c")
-        if libc_name is None:
-            raise InotifyUnavailable("libc not found")
+        libc = _libc()
         try:
-            libc = ctypes.CDLL(libc_name, use_errno=True)
             init1 = libc.inotify_init1
             add_watch = libc.inotify_add_watch
-        except (OSError, AttributeError) as exc:
+        except AttributeError as exc:
             raise InotifyUnavailable(f"inotify not available: {exc}") from exc
         init1.argtypes = [ctypes.c_int]
         init1.restype = ctypes.c_int
