@@ -10,7 +10,8 @@ compare `readlink(..data)` with the last one loaded, so spurious wake-ups cost n
 
 Reading: `..data` is resolved once and both keys are read from that timestamped directory,
 so a script and its behavior.json always come from the same version. The kubelet deletes
-the old directory right after a swap; a read that loses that race is retried on the new one.
+the old directory right after a swap, file by file; so `..data` is read again after the keys,
+and a read it does not confirm (a swap happened meanwhile) is retried on the new version.
 
 A plain directory (no `..data`, files edited in place, for local development) is keyed on
 the files' (inode, size, mtime): a non-atomic edit may be seen half-written, fails to load
@@ -89,8 +90,12 @@ class DirectorySource:
                 files = _read_keys(base)
             except FileNotFoundError:
                 continue  # the kubelet removed that version while we read it: look again
-            if key[0] == "plain" and self.version_key() != key:
-                continue  # edited while we read it
+            if self.version_key() != key:
+                # Swapped (or edited) while we read: the kubelet deletes the old directory's
+                # files one by one right after the swap, so what we read may lack a key.
+                # Unchanged means no swap began before our reads ended (timestamped names are
+                # never reused), hence nothing of that version had been deleted yet.
+                continue
             if SCRIPT_KEY not in files:
                 return None
             return key, parse_bundle(
