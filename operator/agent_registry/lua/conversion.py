@@ -94,7 +94,9 @@ def lua_to_python(value: Any, limits: Limits, ident: Callable[[Any], str] | None
         if kind != "table":
             raise ConversionError(f"a Lua {kind} cannot be converted")
         if depth >= limits.max_depth:
-            if ident is not None and _has_cycle(v, ident, limits):
+            if ident is None:
+                raise ConversionError(f"nested deeper than {limits.max_depth} levels (or cyclic)")
+            if _has_cycle(v, ident, limits):
                 raise ConversionError("cyclic table")
             raise ConversionError(f"nested deeper than {limits.max_depth} levels")
         pairs: list[tuple[Any, Any]] = []

@@ -9,9 +9,10 @@ local type, error, pcall, xpcall, select, next = type, error, pcall, xpcall, sel
 local rawget, rawset, rawequal, rawlen = rawget, rawset, rawequal, rawlen
 local setmetatable, getmetatable, tostring, tonumber = setmetatable, getmetatable, tostring, tonumber
 local load, collectgarbage = load, collectgarbage
-local sethook, getinfo = debug.sethook, debug.getinfo
+local sethook, getinfo, raw_getmetatable = debug.sethook, debug.getinfo, debug.getmetatable
 local co_create, co_resume, co_status, co_close = coroutine.create, coroutine.resume,
   coroutine.status, coroutine.close
+local co_running = coroutine.running
 local s_find, s_match, s_gmatch, s_gsub = string.find, string.match, string.gmatch, string.gsub
 local s_rep, s_sub, s_byte, s_len, s_format = string.rep, string.sub, string.byte, string.len,
   string.format
@@ -35,6 +36,11 @@ local deadline, fired, stopped = 0.0, 0, nil
 local err_msg, err_line = nil, nil
 local run, handler -- the two host frames the hook must never stop (defined below)
 
+-- Coroutines the hook stopped. An error raised in a hook leaves that thread with hooks disabled
+-- (Lua restores them only at a pcall boundary of the same thread, and a dead coroutine has
+-- none), so their pending __close metamethods would run unhooked: they are never closed.
+local poisoned = setmetatable({}, { __mode = "k" })
+
 local STOP_MESSAGES = {
   instructions = "instruction limit exceeded",
   timeout = "timeout exceeded",
@@ -50,6 +56,10 @@ local function hook()
     return
   end
   if stopped then
+    local co, main = co_running()
+    if not main then
+      poisoned[co] = true
+    end
     sethook(hook, "", 1)
     error(STOP_MESSAGES[stopped], 0)
   end
@@ -62,6 +72,10 @@ local function hook()
     stopped = "timeout"
   else
     return
+  end
+  local co, main = co_running()
+  if not main then
+    poisoned[co] = true
   end
   sethook(hook, "", 1)
   error(STOP_MESSAGES[stopped], 0)
@@ -89,7 +103,12 @@ handler = function(e)
   elseif te == "number" then
     msg = s_format("%.14g", e)
   elseif te == "table" and not stopped then
-    local ok, s = pcall(tostring, e)
+    -- As lua.c's handler: the object's __tostring if it has one (run under the budget).
+    local mt = raw_getmetatable(e)
+    local ok, s = false, nil
+    if mt and rawget(mt, "__tostring") ~= nil then
+      ok, s = pcall(tostring, e)
+    end
     if ok and type(s) == "string" then
       msg = s
     else
@@ -379,6 +398,9 @@ end
 -- looping finalizer would hang the host, so no table may be marked for finalization. Lua only
 -- marks an object when its metatable has __gc at setmetatable time, so this check suffices.
 local function safe_setmetatable(t, mt)
+  if type(t) ~= "table" then
+    error("bad argument #1 to 'setmetatable' (table expected, got " .. type(t) .. ")", 2)
+  end
   if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
     error("setmetatable: __gc metamethods are not allowed in the sandbox", 2)
   end
@@ -417,12 +439,19 @@ local function safe_create(f)
   return co
 end
 
+local function safe_close(co)
+  if poisoned[co] then
+    return false, "coroutine stopped by the sandbox's limits"
+  end
+  return co_close(co)
+end
+
 local function wrap_result(co, ok, ...)
   if ok then
     return ...
   end
   local e = ...
-  if co_status(co) == "dead" then
+  if co_status(co) == "dead" and not poisoned[co] then
     co_close(co)
   end
   error(e, 0)
@@ -433,6 +462,21 @@ local function safe_wrap(f)
   return function(...)
     return wrap_result(co, co_resume(co, ...))
   end
+end
+
+-- An error raised by the hook leaves hooks disabled until the enclosing pcall returns, and a
+-- message handler runs before that: once the call is stopped, the script's handler is skipped
+-- (it would run unhooked and could loop forever).
+local function safe_xpcall(f, msgh, ...)
+  if type(msgh) ~= "function" then
+    return xpcall(f, msgh, ...)
+  end
+  return xpcall(f, function(e)
+    if stopped then
+      return e
+    end
+    return msgh(e)
+  end, ...)
 end
 
 -- Host functions.
@@ -488,7 +532,7 @@ env = {
   next = next,
   pairs = pairs,
   pcall = pcall,
-  xpcall = xpcall,
+  xpcall = safe_xpcall,
   select = select,
   tonumber = tonumber,
   tostring = tostring,
@@ -536,7 +580,7 @@ env = {
     status = co_status,
     isyieldable = coroutine.isyieldable,
     running = coroutine.running,
-    close = co_close,
+    close = safe_close,
   },
   json = { encode = json_encode, decode = json_decode },
   log = log,

@@ -138,12 +138,14 @@ class Sandbox:
     def call(self, name: str, *args: Any) -> Any:
         """Call the script's global function `name` with converted arguments. Returns None for
         no result, the converted value for one, a tuple for several."""
+        self._check_open()
         lua_args = tuple(self._to_lua(a) for a in args)
         results = self._invoke(name, lua_args)
         return self._from_lua_results(results)
 
     def on_task(self, task: Mapping[str, Any]) -> Any:
         """on_task(task, ctx) with the sandbox's persistent ctx; the converted first result."""
+        self._check_open()
         results = self._invoke("on_task", (self._to_lua(dict(task)), self._ctx))
         return self._from_lua_results(results[:1])
 
