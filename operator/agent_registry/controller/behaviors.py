@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -113,10 +114,12 @@ async def reconcile_behavior(
             reason="Revision",
             message=f"revision {record.revision} ({record.script_sha256[:12]})",
         )
-    await reload_agents(
-        ctx,
-        agents_of(behavior.namespace, behavior.name, agents_by_behavior, agent_states),
-        behavior,
+    agents = agents_of(behavior.namespace, behavior.name, agents_by_behavior, agent_states)
+    reload_started = time.monotonic()
+    await reload_agents(ctx, agents, behavior, record)
+    logger.info(
+        f"revision {record.revision}: {len(agents)} agents synced in "
+        f"{time.monotonic() - reload_started:.3f}s"
     )
     summary = await ctx.registry.behavior_summary(record.id)
     desired = desired_behavior_status(
