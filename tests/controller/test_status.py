@@ -109,7 +109,7 @@ def test_no_patch_when_nothing_changed() -> None:
 
 
 def test_invalid_script_condition_quotes_line() -> None:
-    cond = validity_condition(False, "unexpected symbol near 'end'", 3)
+    cond = validity_condition(False, "behavior:3: unexpected symbol near 'end'", 3)
     status = desired_behavior_status({}, observed_generation=2, valid=cond, now=T0)
     valid = find(status["conditions"], "Valid")
     assert valid["status"] == "False"

@@ -184,11 +184,21 @@ def desired_agent_status(
     }
 
 
+def describe_lua_error(error: str | None, line: int | None) -> str:
+    """`line 3: unexpected symbol near '}'` (Lua's own `chunk:3:` prefix folded in)."""
+    text = error or "invalid script"
+    if line is None:
+        return text
+    prefix = f":{line}: "
+    if prefix in text.split("\n", 1)[0]:
+        text = text.split(prefix, 1)[1]
+    return f"line {line}: {text}"
+
+
 def validity_condition(ok: bool, error: str | None, line: int | None) -> Cond:
     if ok:
         return Cond(VALID, "True", "ScriptValid", "script compiled and survived a dry run")
-    where = f"line {line}: " if line is not None else ""
-    return Cond(VALID, "False", "InvalidScript", f"{where}{error or 'invalid script'}")
+    return Cond(VALID, "False", "InvalidScript", describe_lua_error(error, line))
 
 
 def behavior_ready_condition(valid: Cond, revision: int | None) -> Cond:

@@ -86,8 +86,9 @@ def webhook_server(
 
 
 def rejection_message(error: str | None, line: int | None) -> str:
-    where = f"line {line}: " if line is not None else ""
-    return f"spec.lua.script is not a valid behavior: {where}{error or 'invalid script'}"
+    from agent_registry.controller.status import describe_lua_error
+
+    return f"spec.lua.script is not a valid behavior: {describe_lua_error(error, line)}"
 
 
 def validate_behavior(spec: Mapping[str, Any], **_: Any) -> None:
