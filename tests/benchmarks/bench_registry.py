@@ -94,51 +94,66 @@ def pgbench_tps(server: PostgresServer, database: str, clients: int, seconds: fl
 
 
 def _writer_process(
-    url: str, mode: str, tasks: int, seconds: float, start_at: float, out: Any
+    url: str, mode: str, tasks: int, seconds: float, ready: Any, go: Any, out: Any
 ) -> None:
     from agent_registry.registry import RegistryService
 
-    async def run() -> int:
+    async def run() -> tuple[int, float]:
         registry = RegistryService.from_url(url, pool_size=tasks, max_overflow=0)
         count = 0
         outcomes = [(i % 5 != 0, 3.0) for i in range(BATCH)]
-        # Warm up (connections, prepared statements) before the common start time.
-        await registry.record_task(AGENT, True, duration_ms=1.0)
-        await asyncio.sleep(max(0.0, start_at - time.time()))
-        deadline = start_at + seconds
+
+        async def warm() -> None:  # one connection per writer, statements prepared
+            for _ in range(6):
+                await registry.record_tasks(AGENT, [(True, 1.0)])
+
+        await asyncio.gather(*(warm() for _ in range(tasks)))
+        ready.put(1)
+        await asyncio.to_thread(go.wait)
+        started = time.perf_counter()
+        deadline = started + seconds
 
         async def one_writer() -> None:
             nonlocal count
-            while time.time() < deadline:
+            while time.perf_counter() < deadline:
                 if mode == "record_task":
                     await registry.record_task(AGENT, True, duration_ms=3.0)
                     count += 1
                 else:
-                    count += await registry.record_tasks(AGENT, outcomes, batch_id=uuid.uuid4())
+                    # Not `count += await ...`: that reads `count` before the await and loses
+                    # the other writers' increments made meanwhile.
+                    recorded = await registry.record_tasks(AGENT, outcomes, batch_id=uuid.uuid4())
+                    count += recorded
 
         await asyncio.gather(*(one_writer() for _ in range(tasks)))
+        elapsed = time.perf_counter() - started
         await registry.close()
-        return count
+        return count, elapsed
 
     out.put(asyncio.run(run()))
 
 
-def registry_rate(url: str, mode: str, writers: int, seconds: float) -> float:
+def registry_rate(url: str, mode: str, writers: int, seconds: float) -> tuple[float, int]:
+    """Outcomes per second, and how many outcomes were written in total (warm-up included)."""
     procs_n = min(writers, os.cpu_count() or 1)
     per_proc = [writers // procs_n + (1 if i < writers % procs_n else 0) for i in range(procs_n)]
     ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    start_at = time.time() + 4.0  # time for the processes to import and warm up
+    ready, go, out = ctx.Queue(), ctx.Event(), ctx.Queue()
     procs = [
-        ctx.Process(target=_writer_process, args=(url, mode, n, seconds, start_at, queue))
+        ctx.Process(target=_writer_process, args=(url, mode, n, seconds, ready, go, out))
         for n in per_proc
     ]
     for p in procs:
         p.start()
-    total = sum(queue.get(timeout=120) for _ in procs)
+    for _ in procs:
+        ready.get(timeout=180)
+    go.set()  # every writer connected and warm: start together
+    results = [out.get(timeout=180) for _ in procs]
     for p in procs:
         p.join(30)
-    return total / seconds
+    count = sum(c for c, _ in results)
+    elapsed = max(e for _, e in results)
+    return count / elapsed, count + 6 * writers
 
 
 async def prepare_registry(url: str) -> None:
@@ -151,7 +166,8 @@ async def prepare_registry(url: str) -> None:
     await registry.close()
 
 
-async def verify(url: str, expected_min: int) -> int:
+async def verify(url: str, expected: int) -> int:
+    """The agent's and the assignment's counts equal what the writers wrote."""
     from agent_registry.registry import RegistryService
 
     registry = RegistryService.from_url(url)
@@ -160,8 +176,8 @@ async def verify(url: str, expected_min: int) -> int:
     await registry.close()
     if agent.tasks_completed != assignment.tasks_completed:
         raise AssertionError("agent and assignment counters disagree")
-    if agent.tasks_completed < expected_min:
-        raise AssertionError(f"{agent.tasks_completed} < {expected_min} outcomes counted")
+    if agent.tasks_completed != expected:
+        raise AssertionError(f"{agent.tasks_completed} counted, {expected} written")
     return agent.tasks_completed
 
 
@@ -194,12 +210,12 @@ def main() -> None:
         server.create_database("registry")
         migrate(url)
         asyncio.run(prepare_registry(url))
-        counted = 1  # the warm-up in prepare
+        counted = 0
         for writers in writer_counts:
             tps = pgbench_tps(server, "pgbench", writers, args.seconds)
-            single = registry_rate(url, "record_task", writers, args.seconds)
-            batched = registry_rate(url, "record_tasks", writers, args.seconds)
-            counted += int((single + batched) * args.seconds)
+            single, n_single = registry_rate(url, "record_task", writers, args.seconds)
+            batched, n_batched = registry_rate(url, "record_tasks", writers, args.seconds)
+            counted += n_single + n_batched
             row = {
                 "writers": writers,
                 "pgbench_tps": tps,

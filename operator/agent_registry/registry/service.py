@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from agent_registry.registry import hotpath
+from agent_registry.registry.coalescing import Coalescer
 from agent_registry.registry.engine import WRITE_OPTION, create_engine_for
 from agent_registry.registry.errors import (
     AgentAlreadyRegistered,
@@ -117,10 +118,11 @@ def _check_status(status: str) -> None:
         raise InvalidStatus(status)
 
 
-def _namespace_range(namespace: str) -> tuple[str, str]:
-    """agent_ids of a namespace are "<ns>/<name>": the half-open range [ns/, ns0) ('0' sorts
-    right after '/'), which uses the agent_id index and needs no LIKE escaping."""
-    return f"{namespace}/", f"{namespace}0"
+def _in_namespace(namespace: str) -> Any:
+    """agent_ids of a namespace are "<ns>/<name>". A prefix comparison with substr, not a
+    range or LIKE: correct under any collation and needs no wildcard escaping."""
+    prefix = f"{namespace}/"
+    return func.substr(_A.c.agent_id, 1, len(prefix)) == prefix
 
 
 class RegistryService:
@@ -139,6 +141,7 @@ class RegistryService:
             self._plain_sql = self._fast.compile(hotpath.PLAIN)
             self._batched_sql = self._fast.compile(hotpath.POSTGRES_BATCHED)
         self._hub = ChangeHub()
+        self._single_outcomes: Coalescer[tuple[bool, float | None]] = Coalescer(self.record_tasks)
 
     @classmethod
     def from_url(cls, url: str, **engine_kwargs: Any) -> RegistryService:
@@ -692,7 +695,8 @@ class RegistryService:
         UnknownStatsField. The seed's derived fields are converted to the stored counters:
         success_rate -> successes = round(rate * tasks_completed), avg_response_time_ms ->
         total_response_time_ms = avg * timed_tasks (timed_tasks = tasks_completed if it was 0).
-        For counting, use record_task(s): this is a plain set, under the row lock."""
+        For counting, use record_task(s): this is a plain set, under the row lock. It sets the
+        agent's lifetime stats only; the current assignment's counters are not touched."""
         unknown = sorted(set(fields) - STATS_FIELDS)
         if unknown:
             raise UnknownStatsField(unknown)
@@ -715,8 +719,9 @@ class RegistryService:
     async def record_task(
         self, agent_id: str, success: bool, *, duration_ms: float | None = None
     ) -> None:
-        """Count one task (the seed's record_task, plus its duration)."""
-        await self.record_tasks(agent_id, ((success, duration_ms),))
+        """Count one task (the seed's record_task, plus its duration). Returns once counted.
+        Concurrent calls for the same agent are written together (see coalescing.py)."""
+        await self._single_outcomes.submit(agent_id, (success, duration_ms))
 
     async def record_tasks(
         self,
@@ -795,8 +800,7 @@ class RegistryService:
         """All agents (any status unless given), optionally of one namespace, by agent_id."""
         stmt = select(_A).order_by(_A.c.agent_id)
         if namespace is not None:
-            low, high = _namespace_range(namespace)
-            stmt = stmt.where(_A.c.agent_id >= low, _A.c.agent_id < high)
+            stmt = stmt.where(_in_namespace(namespace))
         if status is not None:
             _check_status(status)
             stmt = stmt.where(_A.c.status == status)
