@@ -61,8 +61,9 @@ CORPUS: list[Case] = [
               seen[t] = true
               for k, v in next, t do
                 local tv = type(v)
-                if tv == "userdata" or tv == "thread" then bad[#bad + 1] = path .. "." .. tostring(k)
-                elseif tv == "table" then walk(v, path .. "." .. tostring(k)) end
+                local where = path .. "." .. tostring(k)
+                if tv == "userdata" or tv == "thread" then bad[#bad + 1] = where
+                elseif tv == "table" then walk(v, where) end
               end
             end
             walk(_G, "_G")
@@ -579,7 +580,8 @@ CORPUS: list[Case] = [
         "result-metamethods-ignored",
         on_task(
             "return setmetatable({a = 1}, {__index = function() while true do end end,"
-            " __pairs = function() while true do end end, __len = function() while true do end end})"
+            " __pairs = function() while true do end end,"
+            " __len = function() while true do end end})"
         ),
         "ok",
         result={"a": 1},

@@ -26,6 +26,22 @@ class ConversionError(ValueError):
     """A value cannot cross the Python/Lua boundary (type, depth, size, cycle, encoding)."""
 
 
+def _is_flat(value: Any, limits: Limits) -> bool:
+    """Fast path for the common task: a dict of string keys to scalars."""
+    if type(value) is not dict or 1 + 2 * len(value) > limits.max_items:
+        return False
+    for key, item in value.items():
+        if type(key) is not str:
+            return False
+        kind = type(item)
+        if kind is str or kind is float or kind is bool or item is None:
+            continue
+        if kind is int and _INT_MIN <= item <= _INT_MAX:
+            continue
+        return False
+    return True
+
+
 def _check_python(value: Any, limits: Limits) -> None:
     """Validate a Python value before lupa converts it (lupa's own converter has no bounds)."""
     items = 0
@@ -66,6 +82,8 @@ def _check_python(value: Any, limits: Limits) -> None:
 
 def python_to_lua(runtime: Any, value: Any, limits: Limits) -> Any:
     """A Lua value (a Lua table for dicts and lists) for a JSON-like Python value."""
+    if _is_flat(value, limits):
+        return runtime.table_from(value)
     _check_python(value, limits)
     if isinstance(value, dict | list | tuple):
         return runtime.table_from(value, recursive=True)

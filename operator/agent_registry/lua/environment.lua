@@ -34,7 +34,7 @@ local MAX_MESSAGE = 4096
 -- Per-call budget state, reset by `run`.
 local deadline, fired, stopped = 0.0, 0, nil
 local err_msg, err_line = nil, nil
-local run, handler -- the two host frames the hook must never stop (defined below)
+local run, run_task, handler -- host frames the hook must never stop (defined below)
 
 -- Coroutines the hook stopped. An error raised in a hook leaves that thread with hooks disabled
 -- (Lua restores them only at a pcall boundary of the same thread, and a dead coroutine has
@@ -52,7 +52,7 @@ local STOP_MESSAGES = {
 local function hook()
   local info = getinfo(2, "f")
   local fn = info and info.func
-  if fn == run or fn == handler then
+  if fn == run or fn == run_task or fn == handler then
     return
   end
   if stopped then
@@ -138,7 +138,7 @@ end
 -- Run fn (a function, or the name of a global function of the script) under the budget.
 -- Returns "ok", results... | "limit", kind | "error", message, line | "missing", name.
 local env -- the script's environment, created below
-run = function(fn, dl, ...)
+run = function(dl, fn, ...)
   if type(fn) == "string" then
     local found = rawget(env, fn)
     if type(found) ~= "function" then
@@ -166,6 +166,62 @@ run = function(fn, dl, ...)
       return "limit", "memory"
     end
     return "error", type(e) == "string" and clean(e, MAX_MESSAGE) or "error", nil
+  end
+  return "error", err_msg, err_line
+end
+
+-- The hot path: on_task(task, ctx) with one result. A flat result table (string/number keys,
+-- string/number/boolean values: the usual {accept=..., effort=...}) comes back as
+-- "flat", k1, v1, k2, v2, ... in the same call, which is far cheaper than reading the table
+-- from Python one lupa iteration step at a time. Runs after the hook is off, with raw next and
+-- a bound on the number of entries, so the script's metamethods never run here.
+local MAX_FLAT = L.max_items // 2
+local flat_buffer = {} -- reused: allocating a table per call costs more than the whole flatten
+
+local function flatten(t)
+  local n = 0
+  local k, v = next(t)
+  while k ~= nil do
+    local tk, tv = type(k), type(v)
+    if
+      n >= MAX_FLAT
+      or (tk ~= "string" and tk ~= "number")
+      or (tv ~= "string" and tv ~= "number" and tv ~= "boolean")
+    then
+      return "ok", t
+    end
+    flat_buffer[n + 1], flat_buffer[n + 2] = k, v
+    n = n + 2
+    k, v = next(t, k)
+  end
+  return "flat", t_unpack(flat_buffer, 1, n)
+end
+
+run_task = function(dl, task, context)
+  local fn = rawget(env, "on_task")
+  if type(fn) ~= "function" then
+    return "missing", "on_task"
+  end
+  deadline, fired, stopped, err_msg, err_line = dl, 0, nil, nil, nil
+  sethook(hook, "", HOOK_N)
+  local ok, result = xpcall(fn, handler, task, context)
+  sethook()
+  local reason = stopped
+  stopped = nil
+  if reason then
+    return "limit", reason
+  end
+  if ok then
+    if type(result) == "table" then
+      return flatten(result)
+    end
+    return "ok", result
+  end
+  if err_msg == nil then
+    if result == "not enough memory" then
+      return "limit", "memory"
+    end
+    return "error", type(result) == "string" and clean(result, MAX_MESSAGE) or "error", nil
   end
   return "error", err_msg, err_line
 end
@@ -602,6 +658,7 @@ local host = {}
 
 -- The very function object the hook exempts (a wrapper would be stopped like script code).
 host.run = run
+host.run_task = run_task
 
 function host.compile(source)
   if s_len(source) > MAX_SOURCE then

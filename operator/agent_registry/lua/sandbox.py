@@ -57,6 +57,7 @@ class Sandbox:
         self.sha256 = hashlib.sha256(source.encode("utf-8")).hexdigest()
         self.chunk_name = _CHUNK_NAME.sub("_", chunk_name)[:60] or "behavior"
         self._closed = False
+        self._timeout_s = self.limits.timeout_ms / 1000.0
         if len(source.encode("utf-8")) > self.limits.max_source_bytes:
             raise LuaValidationError(
                 f"script larger than {self.limits.max_source_bytes} bytes", None
@@ -73,6 +74,7 @@ class Sandbox:
             {
                 "hook_interval": self.limits.hook_interval,
                 "max_instructions": self.limits.max_instructions,
+                "max_items": self.limits.max_items,
                 "max_string_bytes": self.limits.max_string_bytes,
                 "max_pattern_cost": self.limits.max_pattern_cost,
                 "max_source_bytes": self.limits.max_source_bytes,
@@ -84,6 +86,7 @@ class Sandbox:
             environment_source(), py_table, limits_table, name="=sandbox-host", mode="t"
         )
         self._run = host["run"]
+        self._run_task = host["run_task"]
         self._ident = host["ident"]
         self._get_state = host["get_state"]
         self._set_state = host["set_state"]
@@ -145,8 +148,13 @@ class Sandbox:
 
     def on_task(self, task: Mapping[str, Any]) -> Any:
         """on_task(task, ctx) with the sandbox's persistent ctx; the converted first result."""
-        self._check_open()
-        results = self._invoke("on_task", (self._to_lua(dict(task)), self._ctx))
+        if self._closed:
+            raise LuaError("the sandbox is closed")
+        lua_task = self._to_lua(task if type(task) is dict else dict(task))
+        outcome = self._call_lua(self._run_task, lua_task, self._ctx)
+        if outcome[0] == "flat":
+            return _from_flat(outcome)
+        results = self._results_of(outcome)
         return self._from_lua_results(results[:1])
 
     @property
@@ -192,17 +200,24 @@ class Sandbox:
     def _invoke(self, fn: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
         """Run fn (a Lua function or a global's name) under the budget; its results, or raise."""
         self._check_open()
-        deadline = time.monotonic() + self.limits.timeout_ms / 1000.0
+        return self._results_of(self._call_lua(self._run, fn, *args))
+
+    def _call_lua(self, entry: Any, *args: Any) -> tuple[Any, ...]:
+        """Call a host entry point (run / run_task) with a fresh deadline; its raw outcome."""
         try:
-            outcome = self._run(fn, deadline, *args)
+            outcome: Any = entry(time.monotonic() + self._timeout_s, *args)
         except lua54.LuaMemoryError as exc:
             raise LuaLimitExceeded("memory") from exc
         except lua54.LuaError as exc:  # an error in the host's own frames (e.g. out of memory)
             raise LuaBehaviorError(f"sandbox error: {exc}") from exc
         except UnicodeDecodeError as exc:
             raise LuaBehaviorError("the script returned a string that is not valid UTF-8") from exc
-        if not isinstance(outcome, tuple):
-            outcome = (outcome,)
+        if type(outcome) is not tuple:
+            return (outcome,)
+        return outcome
+
+    def _results_of(self, outcome: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The results of an "ok" outcome; raise the error of any other."""
         status = outcome[0]
         if status == "ok":
             return tuple(outcome[1:])
@@ -236,3 +251,15 @@ class Sandbox:
     def _line_of(self, message: str) -> int | None:
         match = re.match(re.escape(self.chunk_name) + r":(\d+):", message)
         return int(match.group(1)) if match else None
+
+
+def _from_flat(flat: tuple[Any, ...]) -> Any:
+    """A flat table sent as "flat", k1, v1, k2, v2, ...: a list when the keys are exactly 1..n."""
+    it = iter(flat)
+    next(it)
+    pairs = dict(zip(it, it, strict=True))
+    if len(flat) > 1 and type(flat[1]) is int and all(type(k) is int for k in pairs):
+        n = len(pairs)
+        if min(pairs) == 1 and max(pairs) == n:
+            return [pairs[i] for i in range(1, n + 1)]
+    return pairs
