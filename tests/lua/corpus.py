@@ -300,6 +300,7 @@ CORPUS: list[Case] = [
         "table-insert-memory-bomb",
         on_task("local t = {}\nwhile true do table.insert(t, {}) end"),
         "memory",
+        limits=Limits(max_instructions=10**10, timeout_ms=30_000),
     ),
     Case(
         "string-doubling-memory-bomb",
@@ -591,6 +592,31 @@ CORPUS: list[Case] = [
         on_task('return "\\255"'),
         "error",
         message="UTF-8",
+    ),
+    Case(
+        "yield-outside-coroutine",
+        on_task("coroutine.yield(1)"),
+        "error",
+        message="outside a coroutine",
+    ),
+    Case(
+        "resume-running-main-thread",
+        on_task("local main = coroutine.running()\nreturn {coroutine.resume(main)}"),
+        "ok",
+        result=[False, "cannot resume non-suspended coroutine"],
+    ),
+    Case(
+        "close-running-main-thread",
+        on_task("return coroutine.close(coroutine.running())"),
+        "error",
+    ),
+    Case(
+        "state-not-convertible-on-purpose",
+        on_task(
+            "ctx.state = setmetatable({}, {__index = function() while true do end end})\n"
+            "return ctx.state.anything"
+        ),
+        "instructions",
     ),
     Case(
         "missing-on-task",

@@ -256,3 +256,10 @@ def test_small_memory_ceiling_still_loads() -> None:
     minimum (64 KiB) must still run a small behavior."""
     sandbox = Sandbox(COUNTER, Limits(max_memory_bytes=64 * 1024))
     assert sandbox.on_task({"id": 1})["count"] == 1
+
+
+def test_unconvertible_config_or_state_is_a_validation_error() -> None:
+    with pytest.raises(LuaValidationError, match="cannot be converted"):
+        Sandbox("function init(c) end\nfunction on_task() end", config={"x": object()})
+    with pytest.raises(LuaValidationError, match="cannot be converted"):
+        Sandbox("function on_task() end", previous_state={"x": {1, 2}})

@@ -386,7 +386,14 @@ end
 
 -- table.insert/remove/move shift elements in a C loop whose length a __len metamethod (or
 -- plain arguments, for move) controls: reimplemented in Lua, they run under the hook.
+local function check_table(t, fname)
+  if type(t) ~= "table" then
+    error("bad argument #1 to '" .. fname .. "' (table expected, got " .. type(t) .. ")", 3)
+  end
+end
+
 local function insert(t, ...)
+  check_table(t, "insert")
   local nargs = select("#", ...)
   local e = #t + 1
   if nargs == 1 then
@@ -407,6 +414,7 @@ local function insert(t, ...)
 end
 
 local function remove(t, pos)
+  check_table(t, "remove")
   local size = #t
   if pos == nil then
     pos = size
@@ -426,9 +434,11 @@ local function remove(t, pos)
 end
 
 local function move(a1, f, e, t, a2)
+  check_table(a1, "move")
   if a2 == nil then
     a2 = a1
   end
+  check_table(a2, "move")
   f, e, t = toint(f, 2, "move"), toint(e, 3, "move"), toint(t, 4, "move")
   if e >= f then
     if not (f > 0 or e < m_maxinteger + f) then
@@ -454,10 +464,18 @@ end
 -- looping finalizer would hang the host, so no table may be marked for finalization. Lua only
 -- marks an object when its metatable has __gc at setmetatable time, so this check suffices.
 local function safe_setmetatable(t, mt)
+  -- The checks of lbaselib's setmetatable, made here so its errors name the script's line.
   if type(t) ~= "table" then
     error("bad argument #1 to 'setmetatable' (table expected, got " .. type(t) .. ")", 2)
   end
-  if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
+  if mt ~= nil and type(mt) ~= "table" then
+    error("bad argument #2 to 'setmetatable' (nil or table expected)", 2)
+  end
+  local current = raw_getmetatable(t)
+  if current ~= nil and rawget(current, "__metatable") ~= nil then
+    error("cannot change a protected metatable", 2)
+  end
+  if mt ~= nil and rawget(mt, "__gc") ~= nil then
     error("setmetatable: __gc metamethods are not allowed in the sandbox", 2)
   end
   return setmetatable(t, mt)
@@ -525,7 +543,7 @@ end
 -- (it would run unhooked and could loop forever).
 local function safe_xpcall(f, msgh, ...)
   if type(msgh) ~= "function" then
-    return xpcall(f, msgh, ...)
+    error("bad argument #2 to 'xpcall' (function expected, got " .. type(msgh) .. ")", 2)
   end
   return xpcall(f, function(e)
     if stopped then

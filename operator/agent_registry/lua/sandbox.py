@@ -96,7 +96,14 @@ class Sandbox:
         self._lua.set_max_memory(
             self._lua.get_memory_used() + self.limits.max_memory_bytes, total=True
         )
-        self._load(compile_fn, source, config, previous_state)
+        try:
+            self._load(compile_fn, source, config, previous_state)
+        except LuaValidationError:
+            self.close()
+            raise
+        except LuaError as exc:  # config/previous_state not convertible, memory while converting
+            self.close()
+            raise LuaValidationError(str(exc), exc.line) from exc
 
     # -- loading ---------------------------------------------------------------------------
 
