@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import datetime
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
@@ -19,8 +20,13 @@ from agent_registry.controller.context import ASSIGNED_BY, OperatorContext, cont
 from agent_registry.controller.events import post_event
 from agent_registry.controller.indexes import Key, ObjectState, one, state_of
 from agent_registry.controller.retrying import retry_on_outage
-from agent_registry.controller.status import desired_agent_status, status_patch
-from agent_registry.controller.views import ViewReader, open_assignment
+from agent_registry.controller.status import AgentView, desired_agent_status, status_patch
+from agent_registry.controller.views import (
+    ViewReader,
+    agent_view,
+    assignment_view,
+    open_assignment,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -75,15 +81,17 @@ async def assign_and_render(
     *,
     limits: dict[str, int],
     trust_status: bool = False,
-) -> str | None:
+) -> tuple[str | None, Any | None]:
     """Assign `behavior` (its current revision) and apply the agent's ConfigMap.
 
-    Returns the assignment reason when the assignment changed (for an Event), else None.
+    Returns the assignment reason when the assignment changed (for an Event), else None, and
+    the open assignment when known without another query.
     With `trust_status` the agent's current assignment is taken from its status (written from
     the registry; revisions only go up) instead of a registry read: the hot-reload path saves
     a query per agent that way. A stale status costs at most a no-op assignment.
     """
     agent_id = agent_id_of(agent.namespace, agent.name)
+    before = None
     if trust_status:
         shown = agent.status.get("behavior") or {}
         same_behavior = shown.get("name") == behavior.name
@@ -95,8 +103,9 @@ async def assign_and_render(
             before is not None and same_behavior and before.behavior_revision == behavior.revision
         )
     reason = REASON_HOT_RELOAD if same_behavior else REASON_SPEC
+    assignment = before
     if changed:
-        await ctx.registry.assign_behavior(
+        assignment = await ctx.registry.assign_behavior(
             agent_id, behavior.id, assigned_by=ASSIGNED_BY, reason=reason
         )
     owner = rendering.Owner(name=agent.name, namespace=agent.namespace, uid=agent.uid)
@@ -109,7 +118,7 @@ async def assign_and_render(
         limits=limits,
     )
     await ctx.kube.apply(rendering.render_configmap(owner, snapshot))
-    return reason if changed else None
+    return (reason if changed else None), assignment
 
 
 async def apply_workload(ctx: OperatorContext, agent: ObjectState) -> None:
@@ -134,20 +143,27 @@ async def apply_workload(ctx: OperatorContext, agent: ObjectState) -> None:
     )
 
 
+@dataclass(frozen=True)
+class SyncResult:
+    record: Any
+    reason: str | None  # of a new assignment, None when it did not change
+    view: AgentView | None  # when known without another registry read
+
+
 async def sync_agent(
     ctx: OperatorContext,
     agent: ObjectState,
     behavior_state: ObjectState | None,
     *,
     workload: bool,
-) -> tuple[Any, str | None]:
-    """Registry + ConfigMap (+ Deployment when `workload`). Returns the agent's registry record
-    and the reason of a new assignment (None when the assignment did not change)."""
+) -> SyncResult:
+    """Registry + ConfigMap (+ Deployment when `workload`)."""
     from agent_registry.registry import BehaviorNotFound
 
     async with ctx.agent_lock(agent_id_of(agent.namespace, agent.name)):
         record = await ensure_registered(ctx, agent)
         reason = None
+        view = None
         if agent.behavior_ref is not None:
             try:
                 behavior = await ctx.registry.get_behavior_by_name(
@@ -156,12 +172,14 @@ async def sync_agent(
             except BehaviorNotFound:
                 behavior = None  # not valid yet: the AgentBehavior handler assigns it when it is
             if behavior is not None and behavior.deleted_at is None:
-                reason = await assign_and_render(
+                reason, assignment = await assign_and_render(
                     ctx, agent, behavior, limits=behavior_limits(behavior_state)
                 )
+                if assignment is not None:
+                    view = agent_view(record, assignment_view(assignment, behavior))
         if workload:
             await apply_workload(ctx, agent)
-    return record, reason
+    return SyncResult(record, reason, view)
 
 
 async def post_assignment_event(
@@ -182,10 +200,15 @@ async def post_assignment_event(
 
 
 async def agent_status(
-    ctx: OperatorContext, agent: ObjectState, *, observed_generation: int | None
+    ctx: OperatorContext,
+    agent: ObjectState,
+    *,
+    observed_generation: int | None,
+    view: AgentView | None = None,
 ) -> dict[str, Any]:
-    record = await ctx.registry.get_by_agent_id(agent_id_of(agent.namespace, agent.name))
-    view = await ViewReader(ctx.registry).view(record)
+    if view is None:
+        record = await ctx.registry.get_by_agent_id(agent_id_of(agent.namespace, agent.name))
+        view = await ViewReader(ctx.registry).view(record)
     return desired_agent_status(
         agent.status,
         behavior_ref=agent.behavior_ref,
@@ -209,12 +232,12 @@ async def reconcile_agent(
     behavior_state = (
         one(behavior_states, (agent.namespace, agent.behavior_ref)) if agent.behavior_ref else None
     )
-    _, reason = await sync_agent(ctx, agent, behavior_state, workload=True)
-    desired = await agent_status(ctx, agent, observed_generation=agent.generation)
+    synced = await sync_agent(ctx, agent, behavior_state, workload=True)
+    desired = await agent_status(ctx, agent, observed_generation=agent.generation, view=synced.view)
     changes = status_patch(agent.status, desired)
     if changes:
         patch.status.update(changes)
-    await post_assignment_event(ctx, agent, reason, desired)
+    await post_assignment_event(ctx, agent, synced.reason, desired)
     if ctx.metrics is not None:
         ctx.metrics.reconciles.labels(kind="Agent", result="ok").inc()
 
@@ -277,7 +300,7 @@ async def reload_agents(
     async def one_agent(agent: ObjectState) -> None:
         async with semaphore, ctx.agent_lock(agent_id_of(agent.namespace, agent.name)):
             try:
-                reason = await assign_and_render(
+                reason, _ = await assign_and_render(
                     ctx, agent, behavior, limits=limits, trust_status=True
                 )
             except AgentNotFound:
