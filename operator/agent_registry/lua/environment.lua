@@ -257,7 +257,8 @@ local function rep(s, n, sep)
 end
 
 -- Pattern analysis: the number of backtracking items (q), optional items and anchoring. The
--- C matcher is a backtracking one: its worst case grows like n^(q+1) for a subject of n bytes.
+-- C matcher is a backtracking one: its worst case grows like m * n^(q+1) for a subject of n
+-- bytes and a pattern of m bytes (n^q when anchored), times 2 per optional item.
 local function skip_set(p, i)
   -- p[i] == "["; returns the index after the closing "]" (as lstrlib's classEnd does).
   i = i + 1
@@ -350,10 +351,9 @@ local function check_pattern(fname, s, p, plain, can_anchor)
     if not (can_anchor and info[3]) then
       q = q + 1
     end
-    cost = (n ^ q) * (2 ^ info[2])
-    if cost < n * m then
-      cost = n * m
-    end
+    -- Each backtracking item may retry the rest of the pattern (up to m items) at every
+    -- position: n^q * m, doubled per optional item.
+    cost = (n ^ q) * m * (2 ^ info[2])
   end
   if cost > MAX_PATTERN_COST then
     error(

@@ -21,7 +21,7 @@ class Limits:
     - max_depth (32) / max_items (10,000): bounds of every Python <-> Lua conversion (call
       arguments, results, ctx.state, json.encode/decode): nesting depth and total values.
     - max_string_bytes (4 MiB): largest string string.rep may build and json.decode may read.
-    - max_pattern_cost (20,000,000): worst-case step estimate allowed for one Lua pattern call
+    - max_pattern_cost (50,000,000): worst-case step estimate allowed for one Lua pattern call
       (string.find/match/gmatch/gsub), which no hook can interrupt; see docs/sandbox.md.
     - max_source_bytes (1 MiB): largest script (or chunk passed to load) compiled.
     """
@@ -32,7 +32,7 @@ class Limits:
     max_depth: int = 32
     max_items: int = 10_000
     max_string_bytes: int = 4 * 1024 * 1024
-    max_pattern_cost: int = 20_000_000
+    max_pattern_cost: int = 50_000_000
     max_source_bytes: int = 1024 * 1024
 
     def __post_init__(self) -> None:
