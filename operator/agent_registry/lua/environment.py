@@ -8,6 +8,7 @@ they return (result, error) pairs the Lua side turns into Lua errors.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -20,7 +21,7 @@ from lupa import lua54
 from .conversion import ConversionError, lua_to_python, python_to_lua
 from .limits import Limits
 
-__all__ = ["LogSink", "environment_source", "host_functions"]
+__all__ = ["LogSink", "environment_chunk", "environment_source", "host_functions"]
 
 LogSink = Callable[[str], None]
 
@@ -29,6 +30,20 @@ _log = logging.getLogger("agent_registry.lua")
 
 def environment_source() -> str:
     return resources.files(__package__).joinpath("environment.lua").read_text("utf-8")
+
+
+@functools.cache
+def environment_chunk() -> bytes:
+    """environment.lua compiled once per process (parsing it costs ~0.5 ms, loading the
+    bytecode a tenth of that: it is paid on every load and reload). Our own bytecode, made by
+    this very Lua: scripts never get to load bytecode (their load is text-only)."""
+    compiler = lua54.LuaRuntime(register_eval=False, register_builtins=False, encoding=None)
+    chunk = compiler.execute(
+        b"local f = assert(load(..., '=sandbox-host', 't')) return string.dump(f, true)",
+        environment_source().encode("utf-8"),
+    )
+    assert isinstance(chunk, bytes)
+    return chunk
 
 
 def host_functions(runtime: Any, limits: Limits, log: LogSink | None) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 from lupa import lua54
 
 from .conversion import ConversionError, lua_to_python, python_to_lua
-from .environment import LogSink, environment_source, host_functions
+from .environment import LogSink, environment_chunk, host_functions
 from .errors import LimitKind, LuaBehaviorError, LuaError, LuaLimitExceeded, LuaValidationError
 from .limits import Limits
 
@@ -82,9 +82,7 @@ class Sandbox:
             }
         )
         py_table = self._lua.table_from(host_functions(self._lua, self.limits, log))
-        host = self._lua.execute(
-            environment_source(), py_table, limits_table, name="=sandbox-host", mode="t"
-        )
+        host = self._lua.execute(environment_chunk(), py_table, limits_table, mode="b")
         self._run = host["run"]
         self._run_task = host["run_task"]
         self._ident = host["ident"]
