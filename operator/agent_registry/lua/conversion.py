@@ -16,7 +16,7 @@ from lupa import lua54
 
 from .limits import Limits
 
-__all__ = ["ConversionError", "lua_to_python", "python_to_lua"]
+__all__ = ["ConversionError", "is_flat", "lua_to_python", "python_to_lua"]
 
 _INT_MIN = -(2**63)
 _INT_MAX = 2**63 - 1
@@ -26,7 +26,7 @@ class ConversionError(ValueError):
     """A value cannot cross the Python/Lua boundary (type, depth, size, cycle, encoding)."""
 
 
-def _is_flat(value: Any, limits: Limits) -> bool:
+def is_flat(value: Any, limits: Limits) -> bool:
     """Fast path for the common task: a dict of string keys to scalars."""
     if type(value) is not dict or 1 + 2 * len(value) > limits.max_items:
         return False
@@ -82,7 +82,7 @@ def _check_python(value: Any, limits: Limits) -> None:
 
 def python_to_lua(runtime: Any, value: Any, limits: Limits) -> Any:
     """A Lua value (a Lua table for dicts and lists) for a JSON-like Python value."""
-    if _is_flat(value, limits):
+    if is_flat(value, limits):
         return runtime.table_from(value)
     _check_python(value, limits)
     if isinstance(value, dict | list | tuple):
