@@ -3,6 +3,7 @@ error, and the service recovers when the database is back."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import uuid
 from collections.abc import Awaitable, Callable
@@ -75,5 +76,26 @@ async def test_unmigrated_database_is_an_error_not_an_outage(tmp_path: Path) -> 
         with pytest.raises(RegistryError) as caught:
             await registry.list_active_agents()
         assert not isinstance(caught.value, RegistryUnavailable)
+    finally:
+        await registry.close()
+
+
+async def test_every_hot_path_connection_is_renewed_after_a_restart(
+    postgres_server: Any, postgres_url: str
+) -> None:
+    """After an outage, one failed call is enough: the hot path drops all its idle
+    connections, not only the one that failed."""
+    registry = RegistryService.from_url(postgres_url, pool_size=4)
+    try:
+        await registry.register_agent("ns/a", "dev")
+        # Four concurrent writes: four hot-path connections, all idle afterwards.
+        await asyncio.gather(
+            *(registry.record_tasks("ns/a", [(True, 1.0)], batch_id=uuid.uuid4()) for _ in range(4))
+        )
+        postgres_server.stop()
+        postgres_server.start()
+        with pytest.raises(RegistryUnavailable):
+            await registry.record_tasks("ns/a", [(True, 1.0)])
+        assert await registry.record_tasks("ns/a", [(True, 1.0)]) == 1
     finally:
         await registry.close()

@@ -63,15 +63,20 @@ class PgFastPath:
                 cursor = await conn.execute(sql, params, prepare=True)
                 return await cursor.fetchone()
         except psycopg.OperationalError as error:
+            # The server went away or restarted: the idle connections are as dead as this one.
+            await self._discard_idle()
             raise RegistryUnavailable(f"record_tasks: database unavailable: {error}") from error
         except psycopg.Error as error:
             raise RegistryError(f"record_tasks: database error: {error}") from error
 
-    async def close(self) -> None:
-        self._closed = True
+    async def _discard_idle(self) -> None:
         idle, self._idle = self._idle, []
         for conn in idle:
             await conn.close()
+
+    async def close(self) -> None:
+        self._closed = True
+        await self._discard_idle()
 
 
 __all__ = ["PgFastPath"]
