@@ -165,3 +165,5 @@ async def test_underperformers_are_judged_on_the_current_assignment(
     ]
     assert [a.agent_id for a in await registry.list_underperforming_agents(0.5)] == ["ns/worst"]
     assert await registry.list_underperforming_agents(0.0) == []
+    worst_only = await registry.list_underperforming_agents(0.7, limit=1)
+    assert [a.agent_id for a in worst_only] == ["ns/worst"]

@@ -14,7 +14,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, func, insert, literal, select, update
+from sqlalchemy import Row, and_, func, insert, literal_column, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -808,24 +808,39 @@ class RegistryService:
             return [_agent(row) for row in await conn.execute(stmt)]
 
     async def list_underperforming_agents(
-        self, threshold: float = 0.7, *, min_tasks: int = 10
+        self, threshold: float = 0.7, *, min_tasks: int = 10, limit: int | None = None
     ) -> list[UnderperformingAgent]:
         """Active agents whose CURRENT assignment has at least `min_tasks` tasks and a success
         rate below `threshold`, worst first. The agent's lifetime counters are not judged: an
         agent switched to a good behavior is judged on that behavior alone. Agents without an
-        assignment are not listed (there is no behavior to judge)."""
+        assignment are not listed (there is no behavior to judge). `limit`: the worst N only."""
         min_tasks = max(1, min_tasks)
-        rate = (_A.c.current_successes * literal(1.0)) / _A.c.current_tasks_completed
-        assignment_cols = [c.label(f"s_{c.name}") for c in _S.c]
-        stmt = (
-            select(_A, *assignment_cols)
-            .join(_S, and_(_S.c.agent_id == _A.c.agent_id, _S.c.unassigned_at.is_(None)))
+        rate = (_A.c.current_successes * literal_column("1.0")) / _A.c.current_tasks_completed
+        # Rank on the agent table alone (its row holds the open assignment's counters), then
+        # join the few flagged agents to their open assignment rows.
+        flagged = (
+            select(
+                _A.c.agent_id,
+                rate.label("rate"),
+                _A.c.current_tasks_completed.label("judged_tasks"),
+            )
             .where(
                 _A.c.status == "active",
+                _A.c.behavior_id.is_not(None),
                 _A.c.current_tasks_completed >= min_tasks,
                 rate < threshold,
             )
             .order_by(rate.asc(), _A.c.current_tasks_completed.desc(), _A.c.agent_id)
+        )
+        if limit is not None:
+            flagged = flagged.limit(max(0, limit))
+        ranked = flagged.subquery("flagged")
+        assignment_cols = [c.label(f"s_{c.name}") for c in _S.c]
+        stmt = (
+            select(_A, *assignment_cols)
+            .join(ranked, ranked.c.agent_id == _A.c.agent_id)
+            .join(_S, and_(_S.c.agent_id == _A.c.agent_id, _S.c.unassigned_at.is_(None)))
+            .order_by(ranked.c.rate.asc(), ranked.c.judged_tasks.desc(), _A.c.agent_id)
         )
         async with self._read("list_underperforming_agents") as conn:
             rows = (await conn.execute(stmt)).all()
