@@ -10,7 +10,7 @@ with 1, 8 and 32 concurrent writers. Writers are asyncio tasks spread over up to
 processes (one RegistryService each), so the Python client can use every core.
 
 Usage: python tests/benchmarks/bench_registry.py [--seconds 5] [--writers 1,8,32]
-       [--settings durable|fast] [--write-docs]
+       [--settings fast|durable|both] [--write-docs]
 """
 
 from __future__ import annotations
@@ -184,19 +184,53 @@ async def verify(url: str, expected: int) -> int:
 # -- main -------------------------------------------------------------------------------------
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--writers", default="1,8,32")
-    parser.add_argument("--settings", choices=["durable", "fast"], default="durable")
-    parser.add_argument("--write-docs", action="store_true", help=f"update {DOC.name}")
-    args = parser.parse_args()
-    writer_counts = [int(x) for x in args.writers.split(",")]
-    settings = {} if args.settings == "durable" else dict(FAST_SETTINGS)
+SETTINGS = {
+    "fast": ("fsync off", "fsync, synchronous_commit, full_page_writes off; CPU-bound"),
+    "durable": ("durable", "PostgreSQL defaults: fsync and synchronous_commit on"),
+}
 
+DOC_INTRO = """
+Run: `python tests/benchmarks/bench_registry.py --write-docs` (`make bench` runs it without
+writing). It starts its own throwaway PostgreSQL (the test fixture's
+`tests/fixtures/pgserver.py`), and on that server, in the same run, measures the baseline,
+`pgbench -c N -j min(N, nproc)` of `UPDATE hot SET n = n + 1 WHERE id = 1` (one hot row), then
+task outcomes ingested into ONE agent with an open assignment (every write contends for the
+same row, the worst case): `record_task` (one outcome per call) and `record_tasks` (batches of
+100, each with a batch id, as the API ingests reports). N writers are asyncio tasks over
+min(N, nproc) processes, one `RegistryService` each, started together after connecting and
+warming up. At the end it checks that the agent's (and its assignment's) count equals the
+outcomes the writers were told were recorded. The machine is shared with other builds and
+tests: absolute numbers swing by 2x between runs (the disk's fsync latency even more); only
+same-run ratios mean anything.
+"""
+
+DOC_NOTES = """
+Why `record_task` with ONE sequential writer and fsync off stays below 0.5x: each call is a
+full round trip awaited from Python, and asyncio + psycopg 3 alone cost ~150 us of CPU per
+round trip here (a bare async psycopg `UPDATE ... n = n + 1` reaches ~3,600/s, under half of
+pgbench's C client); with fsync on the commit dominates both, and with concurrent writers
+group commit takes over.
+
+What makes ingestion fast (`operator/agent_registry/registry/hotpath.py`, `pgfast.py`,
+`coalescing.py`):
+- A batch changes one row. The open assignment's counters live on the agent row
+  (`current_*`), so a batch is a single-row `UPDATE ... SET n = n + :k`, like pgbench's.
+- On PostgreSQL it is ONE statement in autocommit mode (the batch id is inserted by a
+  data-modifying CTE joined to the UPDATE), so the row lock is never held across a client
+  round trip; it runs as a server-side prepared statement on raw psycopg connections,
+  bypassing SQLAlchemy's async engine (measured 1.3 ms of client CPU per call through it,
+  0.2-0.3 ms now).
+- Concurrent `record_task` calls for the same agent are group-committed: those arriving while
+  a write is in flight are written together by the next one (each caller still returns only
+  after its own outcome is committed). So `record_task` scales with writers; pgbench's hot row
+  does not.
+"""
+
+
+def measure(settings: str, writer_counts: list[int], seconds: float) -> list[dict[str, Any]]:
     from agent_registry.registry import migrate
 
-    server = PostgresServer(settings=settings)
+    server = PostgresServer(settings={} if settings == "durable" else dict(FAST_SETTINGS))
     rows: list[dict[str, Any]] = []
     try:
         server.start()
@@ -212,11 +246,12 @@ def main() -> None:
         asyncio.run(prepare_registry(url))
         counted = 0
         for writers in writer_counts:
-            tps = pgbench_tps(server, "pgbench", writers, args.seconds)
-            single, n_single = registry_rate(url, "record_task", writers, args.seconds)
-            batched, n_batched = registry_rate(url, "record_tasks", writers, args.seconds)
+            tps = pgbench_tps(server, "pgbench", writers, seconds)
+            single, n_single = registry_rate(url, "record_task", writers, seconds)
+            batched, n_batched = registry_rate(url, "record_tasks", writers, seconds)
             counted += n_single + n_batched
             row = {
+                "settings": settings,
                 "writers": writers,
                 "pgbench_tps": tps,
                 "record_task_per_s": single,
@@ -228,36 +263,59 @@ def main() -> None:
         print(f"verified: {total} outcomes counted on agent and assignment alike", flush=True)
     finally:
         server.destroy()
+    return rows
 
-    report = render(rows, args.settings, args.seconds)
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--writers", default="1,8,32")
+    parser.add_argument("--settings", choices=["durable", "fast", "both"], default="both")
+    parser.add_argument("--write-docs", action="store_true", help=f"update {DOC.name}")
+    args = parser.parse_args()
+    writer_counts = [int(x) for x in args.writers.split(",")]
+    chosen = ["fast", "durable"] if args.settings == "both" else [args.settings]
+    tables = {name: measure(name, writer_counts, args.seconds) for name in chosen}
+    report = render(tables, args.seconds)
     print(report)
     if args.write_docs:
         write_section(report)
 
 
-def render(rows: list[dict[str, Any]], settings: str, seconds: float) -> str:
+def render(tables: dict[str, list[dict[str, Any]]], seconds: float) -> str:
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    load = os.getloadavg()[0]
     lines = [
-        f"Run {now} on {os.cpu_count()} CPUs ({cpu_model()}), load average {load:.1f} at the end;"
-        f" PostgreSQL {find_bin_dir().parent.name} ({settings} settings:"
-        + (" fsync and synchronous_commit on" if settings == "durable" else " fsync off")
-        + f"), {seconds:.0f} s per measurement, one hot agent with an open assignment.",
-        "",
-        "| writers | pgbench hot-row UPDATE TPS | record_task outcomes/s (ratio) "
-        "| record_tasks x100 outcomes/s (ratio) |",
-        "|---:|---:|---:|---:|",
+        f"Machine: `nproc` = {os.cpu_count()}, {cpu_model()}, {platform.system()}"
+        f" {platform.release()}; PostgreSQL {find_bin_dir().parent.name}, Python"
+        f" {platform.python_version()}; run {now}, load average"
+        f" {os.getloadavg()[0]:.1f} at the end; {seconds:.0f} s per measurement.",
     ]
-    for r in rows:
-        base = r["pgbench_tps"]
-        lines.append(
-            f"| {r['writers']} | {base:,.0f} "
-            f"| {r['record_task_per_s']:,.0f} ({r['record_task_per_s'] / base:.2f}x) "
-            f"| {r['record_tasks_per_s']:,.0f} ({r['record_tasks_per_s'] / base:.1f}x) |"
-        )
+    misses: list[str] = []
+    for name, rows in tables.items():
+        title, detail = SETTINGS[name]
+        lines += [
+            "",
+            f"**{title}** (`--settings {name}`: {detail})",
+            "",
+            "| writers | pgbench hot-row UPDATE TPS | record_task outcomes/s (ratio) "
+            "| record_tasks x100 outcomes/s (ratio) |",
+            "|---:|---:|---:|---:|",
+        ]
+        for r in rows:
+            base = r["pgbench_tps"]
+            single, batched = r["record_task_per_s"], r["record_tasks_per_s"]
+            lines.append(
+                f"| {r['writers']} | {base:,.0f} | {single:,.0f} ({single / base:.2f}x) "
+                f"| {batched:,.0f} ({batched / base:.1f}x) |"
+            )
+            if batched < 50_000:
+                misses.append(f"record_tasks, {title}, {r['writers']} writers")
+            if single < 0.5 * base:
+                misses.append(f"record_task, {title}, {r['writers']} writer(s)")
     lines += [
         "",
-        "Targets on 2 cores: record_tasks >= 50,000 outcomes/s; record_task >= 0.5x pgbench.",
+        "Targets on 2 cores: `record_tasks` >= 50,000 outcomes/s; `record_task` >= 0.5x pgbench."
+        + (f" Missed in this run: {'; '.join(misses)}." if misses else " All met in this run."),
     ]
     return "\n".join(lines)
 
@@ -267,11 +325,7 @@ def write_section(report: str) -> None:
     start = text.index(SECTION) + len(SECTION)
     end = text.find("\n## ", start)
     end = len(text) if end == -1 else end
-    intro = (
-        "\n\nRun: `python tests/benchmarks/bench_registry.py --write-docs`. Ingestion of task "
-        "outcomes into PostgreSQL, against `pgbench` on one hot row of the same server.\n\n"
-    )
-    DOC.write_text(text[:start] + intro + report + "\n" + text[end:])
+    DOC.write_text(text[:start] + "\n" + DOC_INTRO + "\n" + report + "\n" + DOC_NOTES + text[end:])
 
 
 if __name__ == "__main__":
