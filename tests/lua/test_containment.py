@@ -172,3 +172,33 @@ def test_sandboxes_in_parallel_threads() -> None:
     assert busy_result == ["timeout"]
     looping.close()
     worker.close()
+
+
+def test_coroutine_stopped_by_a_limit_is_never_closed_unhooked() -> None:
+    """An error raised by the hook leaves the coroutine it killed with hooks off; closing it
+    later (or coroutine.wrap closing it) would run its looping __close with no hook at all."""
+    script = """
+    local function body()
+      local guard <close> = setmetatable({}, {__close = function() while true do end end})
+      while true do end
+    end
+    function on_task() end
+    function spin_create() co = coroutine.create(body) return coroutine.resume(co) end
+    function spin_wrap() return pcall(coroutine.wrap(body)) end
+    function close_later() return coroutine.close(co), coroutine.status(co) end
+    function suspended_close()
+      local c = coroutine.create(function()
+        local g <close> = setmetatable({}, {__close = function() closed = true end})
+        coroutine.yield()
+      end)
+      coroutine.resume(c)
+      return coroutine.close(c), closed
+    end
+    """
+    sandbox = Sandbox(script, Limits(max_instructions=1_000_000))
+    for name in ("spin_create", "spin_wrap"):
+        with pytest.raises(LuaLimitExceeded):
+            sandbox.call(name)
+    assert sandbox.call("close_later") == (True, "dead")
+    assert sandbox.call("suspended_close") == (True, True)
+    sandbox.close()

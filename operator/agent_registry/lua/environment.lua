@@ -12,7 +12,6 @@ local load, collectgarbage = load, collectgarbage
 local sethook, getinfo, raw_getmetatable = debug.sethook, debug.getinfo, debug.getmetatable
 local co_create, co_resume, co_status, co_close = coroutine.create, coroutine.resume,
   coroutine.status, coroutine.close
-local co_running = coroutine.running
 local s_find, s_match, s_gmatch, s_gsub = string.find, string.match, string.gmatch, string.gsub
 local s_rep, s_sub, s_byte, s_len, s_format = string.rep, string.sub, string.byte, string.len,
   string.format
@@ -36,10 +35,6 @@ local deadline, fired, stopped = 0.0, 0, nil
 local err_msg, err_line = nil, nil
 local run, run_task, handler -- host frames the hook must never stop (defined below)
 
--- Coroutines the hook stopped. An error raised in a hook leaves that thread with hooks disabled
--- (Lua restores them only at a pcall boundary of the same thread, and a dead coroutine has
--- none), so their pending __close metamethods would run unhooked: they are never closed.
-local poisoned = setmetatable({}, { __mode = "k" })
 
 local STOP_MESSAGES = {
   instructions = "instruction limit exceeded",
@@ -50,16 +45,16 @@ local STOP_MESSAGES = {
 -- instruction of the script raises again: a script's own pcall cannot swallow the stop. It
 -- never stops `run` or `handler` (the host's own frames after the script's pcall returned).
 local function hook()
-  local info = getinfo(2, "f")
-  local fn = info and info.func
-  if fn == run or fn == run_task or fn == handler then
-    return
+  -- getinfo allocates: near the memory ceiling it may fail, and then this firing just cannot
+  -- exempt the host (an error escaping `run` reaches Python as a memory error, not a hang).
+  local ok, info = pcall(getinfo, 3, "f") -- 0 getinfo, 1 pcall, 2 this hook, 3 the code
+  if ok and info then
+    local fn = info.func
+    if fn == run or fn == run_task or fn == handler then
+      return
+    end
   end
   if stopped then
-    local co, main = co_running()
-    if not main then
-      poisoned[co] = true
-    end
     sethook(hook, "", 1)
     error(STOP_MESSAGES[stopped], 0)
   end
@@ -72,10 +67,6 @@ local function hook()
     stopped = "timeout"
   else
     return
-  end
-  local co, main = co_running()
-  if not main then
-    poisoned[co] = true
   end
   sethook(hook, "", 1)
   error(STOP_MESSAGES[stopped], 0)
@@ -513,28 +504,29 @@ local function safe_create(f)
   return co
 end
 
+-- An error raised in a hook (the budget's stop, or a memory error) leaves that thread with hooks
+-- disabled: Lua turns them back on only at a pcall boundary of the same thread, and a coroutine
+-- that died of the error has none left. Closing it would run its pending __close metamethods
+-- unhooked, so dead coroutines are never closed (one that returned normally has nothing left
+-- to close anyway). Suspended coroutines close normally, under the hook.
 local function safe_close(co)
-  if poisoned[co] then
-    return false, "coroutine stopped by the sandbox's limits"
+  if co_status(co) == "dead" then
+    return true
   end
   return co_close(co)
 end
 
-local function wrap_result(co, ok, ...)
+local function wrap_result(ok, ...)
   if ok then
     return ...
   end
-  local e = ...
-  if co_status(co) == "dead" and not poisoned[co] then
-    co_close(co)
-  end
-  error(e, 0)
+  error((...), 0)
 end
 
 local function safe_wrap(f)
   local co = safe_create(f)
   return function(...)
-    return wrap_result(co, co_resume(co, ...))
+    return wrap_result(co_resume(co, ...))
   end
 end
 
