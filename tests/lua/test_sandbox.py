@@ -263,3 +263,19 @@ def test_unconvertible_config_or_state_is_a_validation_error() -> None:
         Sandbox("function init(c) end\nfunction on_task() end", config={"x": object()})
     with pytest.raises(LuaValidationError, match="cannot be converted"):
         Sandbox("function on_task() end", previous_state={"x": {1, 2}})
+
+
+def test_log_lines_are_capped_per_call() -> None:
+    lines: list[str] = []
+    sandbox = Sandbox(
+        "function on_task(task) for i = 1, task.n do log('line', i) end end",
+        Limits(max_log_lines=5),
+        log=lines.append,
+    )
+    sandbox.on_task({"n": 1000})
+    assert lines == [f"line {i}" for i in range(1, 6)] + [
+        "(further log lines of this call dropped: more than 5)"
+    ]
+    lines.clear()
+    sandbox.on_task({"n": 2})
+    assert lines == ["line 1", "line 2"], "the cap is per call"

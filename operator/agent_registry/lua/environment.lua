@@ -29,9 +29,10 @@ local MAX_PATTERN_COST = L.max_pattern_cost
 local MAX_SOURCE = L.max_source_bytes
 local CHUNK_SOURCE = "=" .. L.chunk_name
 local MAX_MESSAGE = 4096
+local MAX_LOG_LINES = L.max_log_lines
 
 -- Per-call budget state, reset by `run`.
-local deadline, fired, stopped = 0.0, 0, nil
+local deadline, fired, stopped, log_lines = 0.0, 0, nil, 0
 local err_msg, err_line = nil, nil
 local run, run_task, handler -- host frames the hook must never stop (defined below)
 
@@ -137,7 +138,7 @@ run = function(dl, fn, ...)
     end
     fn = found
   end
-  deadline, fired, stopped, err_msg, err_line = dl, 0, nil, nil, nil
+  deadline, fired, stopped, err_msg, err_line, log_lines = dl, 0, nil, nil, nil, 0
   sethook(hook, "", HOOK_N)
   local r = t_pack(xpcall(fn, handler, ...))
   sethook()
@@ -193,7 +194,7 @@ run_task = function(dl, task, context)
   if type(fn) ~= "function" then
     return "missing", "on_task"
   end
-  deadline, fired, stopped, err_msg, err_line = dl, 0, nil, nil, nil
+  deadline, fired, stopped, err_msg, err_line, log_lines = dl, 0, nil, nil, nil, 0
   sethook(hook, "", HOOK_N)
   local ok, result = xpcall(fn, handler, task, context)
   sethook()
@@ -547,6 +548,13 @@ end
 
 -- Host functions.
 local function log(...)
+  log_lines = log_lines + 1
+  if log_lines > MAX_LOG_LINES then
+    if log_lines == MAX_LOG_LINES + 1 then
+      py_log("(further log lines of this call dropped: more than " .. MAX_LOG_LINES .. ")")
+    end
+    return
+  end
   local n = select("#", ...)
   local parts = {}
   for i = 1, n do

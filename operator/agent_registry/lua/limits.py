@@ -24,6 +24,8 @@ class Limits:
     - max_pattern_cost (50,000,000): worst-case step estimate allowed for one Lua pattern call
       (string.find/match/gmatch/gsub), which no hook can interrupt; see docs/sandbox.md.
     - max_source_bytes (1 MiB): largest script (or chunk passed to load) compiled.
+    - max_log_lines (100): log() lines per call; the rest of the call's lines are dropped (one
+      line says how many), so a script cannot flood the agent's log.
     """
 
     max_instructions: int = 10_000_000
@@ -34,6 +36,7 @@ class Limits:
     max_string_bytes: int = 4 * 1024 * 1024
     max_pattern_cost: int = 50_000_000
     max_source_bytes: int = 1024 * 1024
+    max_log_lines: int = 100
 
     def __post_init__(self) -> None:
         for field in fields(self):

@@ -78,6 +78,7 @@ class Sandbox:
                 "max_string_bytes": self.limits.max_string_bytes,
                 "max_pattern_cost": self.limits.max_pattern_cost,
                 "max_source_bytes": self.limits.max_source_bytes,
+                "max_log_lines": self.limits.max_log_lines,
                 "chunk_name": self.chunk_name,
             }
         )
