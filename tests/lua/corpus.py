@@ -423,6 +423,12 @@ CORPUS: list[Case] = [
         message="pattern too costly",
     ),
     Case(
+        "pattern-given-as-a-number",
+        on_task('return ("1"):rep(100000):find(-1e-300)'),
+        "error",
+        message="pattern too costly",
+    ),
+    Case(
         "reasonable-patterns-allowed",
         on_task(
             'local s = ("word "):rep(200)\n'

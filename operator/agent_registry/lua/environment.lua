@@ -330,8 +330,15 @@ local function analyze(p)
 end
 
 local function check_pattern(fname, s, p, plain, can_anchor)
+  -- Numbers are converted as the C functions convert them ("1e+300" is a pattern with "+").
+  if type(s) == "number" then
+    s = tostring(s)
+  end
+  if type(p) == "number" then
+    p = tostring(p)
+  end
   if type(s) ~= "string" or type(p) ~= "string" then
-    return -- numbers are short; anything else makes the C function raise its own error
+    return -- the C function raises its own argument error
   end
   local n, m = s_len(s) + 1, s_len(p)
   local cost
