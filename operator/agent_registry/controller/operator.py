@@ -38,8 +38,8 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig, **webhook
     settings.scanning.disabled = True
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
-    # No worker_limit: with indexes, kopf's workers wait until every object is indexed, and a
-    # limit below the object count deadlocks the start (seen here with 300 Agents and 64).
+    # No kopf worker_limit: a limit below the object count stalled the start here (300 Agents,
+    # limit 64), probably because kopf's workers wait until every object is indexed.
     if config.webhook:
         settings.admission.server = webhook.webhook_server(**webhook_args)
         if config.webhook_managed:
