@@ -202,3 +202,8 @@ async def test_confirm_loaded(
     assert (await registry.get_by_agent_id("ns/agent")).loaded_sha256 == a.script_sha256
     with pytest.raises(AgentNotFound):
         await registry.confirm_loaded("ns/missing", a.script_sha256, t0)
+    # A naive timestamp (no offset in the report) is taken as UTC.
+    naive = (t0 + timedelta(seconds=9)).replace(tzinfo=None)
+    await registry.confirm_loaded("ns/agent", a.script_sha256, naive)
+    agent = await registry.get_by_agent_id("ns/agent")
+    assert agent.loaded_at == naive.replace(tzinfo=UTC)

@@ -78,3 +78,9 @@ def test_outcome_notes_summarize() -> None:
     assert "75.0%" in text
     assert "avg 10.0 ms" in text
     assert "ns/b" in text
+
+
+def test_naive_finished_at_is_taken_as_utc() -> None:
+    naive = datetime(2026, 1, 1, 11, 0)
+    effect = stats.batch_effect([TaskOutcome(success=True, finished_at=naive)], NOW)
+    assert effect.last_success_at == naive.replace(tzinfo=UTC)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
 # An agent (or assignment) that has run no task yet is not failing: it keeps the seed's
@@ -71,6 +71,8 @@ def _unpack(outcome: Outcome) -> tuple[bool, float | None, datetime | None]:
         success, duration = outcome
         return bool(success), duration, None
     finished = getattr(outcome, "finished_at", None)
+    if finished is not None and finished.tzinfo is None:
+        finished = finished.replace(tzinfo=UTC)  # naive: taken as UTC
     return bool(outcome.success), outcome.duration_ms, finished
 
 
