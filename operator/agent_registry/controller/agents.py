@@ -64,8 +64,7 @@ async def ensure_registered(ctx: OperatorContext, agent: ObjectState) -> Any:
         record = await registry.update_agent(agent_id, name=name, notes=notes)
     wanted = "paused" if agent.spec.get("paused") else "active"
     if record.status != wanted:
-        await registry.set_status(agent_id, wanted)
-        record = await registry.get_by_agent_id(agent_id)
+        record = await registry.set_status(agent_id, wanted)
     return record
 
 
