@@ -24,7 +24,7 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./agent-registry.db"
     "--namespace",
     "namespaces",
     multiple=True,
-    help="Namespace to serve (repeatable; globs allowed). Default: all namespaces.",
+    help="Namespace to serve (repeatable; exact names). Default: all namespaces.",
 )
 @click.option(
     "--all-namespaces", is_flag=True, default=False, help="Serve every namespace (cluster-wide)."
@@ -38,14 +38,26 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./agent-registry.db"
     help="kopf liveness endpoint (GET /healthz).",
 )
 @click.option("--webhook/--no-webhook", default=False, help="Serve the validating webhook.")
-@click.option("--webhook-listen", default="127.0.0.1:9443", show_default=True)
+@click.option(
+    "--webhook-listen", default="127.0.0.1:9443", show_default=True, help="Webhook HTTPS address."
+)
 @click.option(
     "--webhook-host",
     default=None,
     help="Host the apiserver uses to reach the webhook (default: the listen address).",
 )
-@click.option("--webhook-cert", type=click.Path(exists=True, dir_okay=False), default=None)
-@click.option("--webhook-key", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option(
+    "--webhook-cert",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Serving certificate (PEM); a self-signed one when omitted.",
+)
+@click.option(
+    "--webhook-key",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Private key of --webhook-cert (PEM).",
+)
 @click.option(
     "--webhook-managed/--webhook-unmanaged",
     default=None,
@@ -74,8 +86,14 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./agent-registry.db"
     "Default: http://agent-registry.<operator namespace>.svc:8080.",
 )
 @click.option("--peering", default=None, help="kopf peering name for HA (default: standalone).")
-@click.option("--kubeconfig", type=click.Path(dir_okay=False), default=None, envvar="KUBECONFIG")
-@click.option("--verbose", "-v", is_flag=True, default=False)
+@click.option(
+    "--kubeconfig",
+    type=click.Path(dir_okay=False),
+    default=None,
+    envvar="KUBECONFIG",
+    help="Kubernetes credentials; default $KUBECONFIG, then the in-cluster ServiceAccount.",
+)
+@click.option("--verbose", "-v", is_flag=True, default=False, help="Debug logging.")
 def command(
     database_url: str,
     migrate: bool,
