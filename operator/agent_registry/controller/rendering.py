@@ -37,13 +37,14 @@ class Owner:
     api_version: str = API_VERSION
 
     def reference(self) -> Manifest:
+        # No blockOwnerDeletion: where OwnerReferencesPermissionEnforcement is on, setting it
+        # needs `update` on agents/finalizers, which the operator otherwise never uses.
         return {
             "apiVersion": self.api_version,
             "kind": self.kind,
             "name": self.name,
             "uid": self.uid,
             "controller": True,
-            "blockOwnerDeletion": True,
         }
 
 
