@@ -166,7 +166,7 @@ def test_operator_runs_with_exactly_the_documented_rbac(
         assert "BehaviorReloaded" in events
 
         log = operator.log_path.read_text()
-        assert "403" not in log, operator.log_tail()
+        assert "HTTP 403" not in log, operator.log_tail()
         assert "Forbidden" not in log, operator.log_tail()
     finally:
         kube_cluster.kubectl(
