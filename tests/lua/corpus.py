@@ -202,6 +202,39 @@ CORPUS: list[Case] = [
         "timeout",
         limits=Limits(max_instructions=10**12, timeout_ms=200),
     ),
+    # Slow instructions and slow library calls: the timeout still holds (the hook interval
+    # adapts to slow instructions, and big library calls check the clock themselves).
+    Case(
+        "loop-of-big-upper-calls",
+        on_task('local s = ("x"):rep(4000000)\nwhile true do local u = s:upper() end'),
+        "timeout",
+    ),
+    Case(
+        "loop-of-big-concatenations",
+        on_task('local s = ("x"):rep(4000000)\nwhile true do local u = s .. "y" end'),
+        "timeout",
+    ),
+    Case(
+        "loop-of-big-comparisons",
+        on_task(
+            'local a, b = ("x"):rep(4000000), ("x"):rep(3999999) .. "y"\n'
+            "while true do local _ = a < b end"
+        ),
+        "timeout",
+    ),
+    Case(
+        "cheap-then-slow-phases",
+        on_task(
+            'local s = ("x"):rep(4000000)\nlocal i = 0\n'
+            "while true do i = i + 1 if i % 2000 < 1000 then local u = s .. i end end"
+        ),
+        "timeout",
+    ),
+    Case(
+        "loop-of-big-json",
+        on_task('local s = json.encode({("x"):rep(3000000)})\nwhile true do json.decode(s) end'),
+        "timeout",
+    ),
     Case(
         "gsub-replacement-function-loops",
         on_task('return ("aaa"):gsub("a", function() while true do end end)'),

@@ -27,6 +27,8 @@ from .corpus import CORPUS, Case
 # gets control back; the thread method dumps the stacks and ends the session instead.
 pytestmark = pytest.mark.timeout(30, method="thread")
 
+PING_ONLY = 'function ping() return "pong" end\n'
+
 BYSTANDER = """
 function on_task(task, ctx)
   ctx.state.calls = (ctx.state.calls or 0) + 1
@@ -201,4 +203,43 @@ def test_coroutine_stopped_by_a_limit_is_never_closed_unhooked() -> None:
             sandbox.call(name)
     assert sandbox.call("close_later") == (True, "dead")
     assert sandbox.call("suspended_close") == (True, True)
+    sandbox.close()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # Lua stack overflow: near the limit, calling the hook itself may overflow.
+        "local function f() f() end\nreturn xpcall(f, function() while true do end end)",
+        # C stack overflow (LUAI_MAXCCALLS): likewise, in the hook call or in the script.
+        "local function f() return pcall(f) end\n"
+        "return xpcall(function() return f() end, function() while true do end end)",
+        "local function f() return tostring(setmetatable({}, {__tostring = f})) end\n"
+        "return xpcall(f, function() while true do end end)",
+        # The same with an error object whose __tostring loops (read by the host's handler).
+        "local function f() f() end\n"
+        "local e = setmetatable({}, {__tostring = function() while true do end end})\n"
+        "return xpcall(f, function() error(e) end)",
+    ],
+    ids=["lua-stack", "c-stack-pcall", "c-stack-tostring", "error-object"],
+)
+def test_overflow_inside_the_hook_runs_no_handler_unhooked(body: str) -> None:
+    """An error raised while the hook is being called (stack or C stack overflow) leaves hooks
+    off until the error reaches a pcall: the script's message handler must not run then (it
+    would loop with no hook), and neither may the __tostring of its error object. Whether the
+    overflow hits in the hook or in the script varies, so either outcome is accepted; what
+    matters is that the call ends."""
+    sandbox = Sandbox(
+        PING_ONLY + "function on_task()\n" + body + "\nend\n",
+        Limits(max_memory_bytes=256 * 1024 * 1024, max_instructions=10**8, timeout_ms=3000),
+    )
+    outcome: object
+    try:
+        outcome = sandbox.on_task({})  # xpcall's status, whichever way it went
+    except LuaLimitExceeded as exc:
+        outcome = exc.kind
+    except LuaBehaviorError:
+        outcome = "error"
+    assert outcome in (True, False, "instructions", "timeout", "error")
+    assert sandbox.call("ping") == "pong"
     sandbox.close()

@@ -9,7 +9,8 @@ local type, error, pcall, xpcall, select, next = type, error, pcall, xpcall, sel
 local rawget, rawset, rawequal, rawlen = rawget, rawset, rawequal, rawlen
 local setmetatable, getmetatable, tostring, tonumber = setmetatable, getmetatable, tostring, tonumber
 local load, collectgarbage = load, collectgarbage
-local sethook, getinfo, raw_getmetatable = debug.sethook, debug.getinfo, debug.getmetatable
+local sethook, gethook = debug.sethook, debug.gethook
+local getinfo, raw_getmetatable = debug.getinfo, debug.getmetatable
 local co_create, co_resume, co_status, co_close = coroutine.create, coroutine.resume,
   coroutine.status, coroutine.close
 local s_find, s_match, s_gmatch, s_gsub = string.find, string.match, string.gmatch, string.gsub
@@ -22,8 +23,12 @@ local utf8_len = utf8.len
 local py_clock, py_log, py_now = py.clock, py.log, py.now
 local py_json_encode, py_json_decode = py.json_encode, py.json_decode
 
-local HOOK_N = L.hook_interval
-local MAX_FIRES = (L.max_instructions + HOOK_N - 1) // HOOK_N
+local HOOK_N = L.hook_interval -- the longest interval between two runs of the hook
+local HOOK_START = HOOK_N -- the first interval of every call (lowered when intervals are slow)
+local HOOK_TARGET = 0.001 -- seconds an interval should take
+local MAX_INSTRUCTIONS = L.max_instructions
+local TIMEOUT = L.timeout_s
+local WORK_STEP = 1024 * 1024 -- bytes a library call may process between two clock checks
 local MAX_STRING = L.max_string_bytes
 local MAX_PATTERN_COST = L.max_pattern_cost
 local MAX_SOURCE = L.max_source_bytes
@@ -32,9 +37,11 @@ local MAX_MESSAGE = 4096
 local MAX_LOG_LINES = L.max_log_lines
 
 -- Per-call budget state, reset by `run`.
-local deadline, fired, stopped, log_lines = 0.0, 0, nil, 0
+local deadline, counted, stopped, log_lines = 0.0, 0, nil, 0
+local interval, last_check, work, changes = HOOK_START, 0.0, 0, 0
 local err_msg, err_line = nil, nil
 local run, run_task, handler -- host frames the hook must never stop (defined below)
+local hook -- the count hook (defined below)
 
 
 local STOP_MESSAGES = {
@@ -42,35 +49,105 @@ local STOP_MESSAGES = {
   timeout = "timeout exceeded",
 }
 
--- The count hook. Once a call is over budget it re-arms itself with count=1, so every further
--- instruction of the script raises again: a script's own pcall cannot swallow the stop. It
--- never stops `run` or `handler` (the host's own frames after the script's pcall returned).
-local function hook()
-  -- getinfo allocates: near the memory ceiling it may fail, and then this firing just cannot
-  -- exempt the host (an error escaping `run` reaches Python as a memory error, not a hang).
-  local ok, info = pcall(getinfo, 3, "f") -- 0 getinfo, 1 pcall, 2 this hook, 3 the code
+-- Whether the code the hook interrupted is one of the host's own frames (`run`, `run_task`, the
+-- message handler), which must never be stopped: that is how control gets back to Python.
+-- getinfo allocates (so it is only asked when a stop is due), and near the memory ceiling it
+-- may fail: then the answer is "no" (an error escaping `run` reaches Python as an error).
+local function in_host()
+  local ok, info = pcall(getinfo, 4, "f") -- 0 getinfo, 1 pcall, 2 in_host, 3 hook, 4 the code
   if ok and info then
     local fn = info.func
-    if fn == run or fn == run_task or fn == handler then
+    return fn == run or fn == run_task or fn == handler
+  end
+  return false
+end
+
+-- Whether the error being handled was raised inside the hook (a stop, or a stack overflow / C
+-- stack overflow while calling it): Lua has hooks off then until the error reaches a pcall, so
+-- no script code may run from a message handler (it would run unhooked, and could loop
+-- forever). The hook's frame is near the top of the stack when that happens. When this cannot
+-- be told (getinfo allocates; memory may be exhausted) the answer is yes.
+local function raised_in_hook()
+  for level = 3, 16 do -- 0 getinfo, 1 pcall, 2 this function, 3 the handler, 4... the error
+    local ok, info = pcall(getinfo, level, "nf")
+    if not ok then
+      return true
+    end
+    if not info then
+      return false
+    end
+    if info.namewhat == "hook" or info.func == hook then
+      return true
+    end
+  end
+  return false
+end
+
+-- Set this thread's hook count, only if it differs: lua_sethook walks the whole call stack
+-- (settraps), so calling it on every run of the hook is quadratic in a deep recursion.
+local function arm(count)
+  local _, _, current = gethook()
+  if current ~= count then
+    sethook(hook, "", count)
+  end
+end
+
+-- The count hook. Once a call is over budget it re-arms itself with count=1, so every further
+-- instruction of the script raises again: a script's own pcall cannot swallow the stop.
+hook = function()
+  if not stopped then
+    counted = counted + interval
+    local now = py_clock()
+    if counted >= MAX_INSTRUCTIONS then
+      stopped = "instructions"
+    elseif now > deadline then
+      stopped = "timeout"
+    else
+      -- Adapt the interval so that one takes about HOOK_TARGET: some instructions are slow (a
+      -- concatenation or comparison of megabyte strings) and the clock is only read here.
+      -- Changes by less than 2x are ignored and a call gets at most 8 (each change costs a walk
+      -- of the call stack, and GC pauses in a deep recursion would make it oscillate).
+      local dt = now - last_check
+      last_check = now
+      local wanted = HOOK_N
+      if dt > 0 then
+        wanted = m_floor(interval * HOOK_TARGET / dt)
+        if wanted > HOOK_N then
+          wanted = HOOK_N
+        elseif wanted < 16 then
+          wanted = 16
+        end
+      end
+      if changes < 8 and (wanted >= 2 * interval or 2 * wanted <= interval) then
+        interval = wanted
+        changes = changes + 1
+      end
+      -- (Also re-arms a coroutine that still carries count=1 from an earlier call's stop.)
+      arm(interval)
       return
     end
   end
-  if stopped then
+  arm(1)
+  if in_host() then
+    return
+  end
+  error(STOP_MESSAGES[stopped], 0)
+end
+
+-- Library calls that process many bytes in one C call are charged for them, and check the
+-- clock every WORK_STEP bytes: a loop of such calls (("x"):rep(4e6):upper() takes ~4 ms) would
+-- otherwise run thousands of them between two runs of the hook.
+local function charge(bytes)
+  work = work + bytes
+  if work < WORK_STEP then
+    return
+  end
+  work = 0
+  if stopped or py_clock() > deadline then
+    stopped = stopped or "timeout"
     sethook(hook, "", 1)
     error(STOP_MESSAGES[stopped], 0)
   end
-  -- A coroutine resumed in a later call may still carry count=1 from an earlier stop.
-  sethook(hook, "", HOOK_N)
-  fired = fired + 1
-  if fired >= MAX_FIRES then
-    stopped = "instructions"
-  elseif py_clock() > deadline then
-    stopped = "timeout"
-  else
-    return
-  end
-  sethook(hook, "", 1)
-  error(STOP_MESSAGES[stopped], 0)
 end
 
 -- Make a string safe to hand to Python: bounded and valid UTF-8.
@@ -94,7 +171,7 @@ handler = function(e)
     msg = e
   elseif te == "number" then
     msg = s_format("%.14g", e)
-  elseif te == "table" and not stopped then
+  elseif te == "table" and not stopped and not raised_in_hook() then
     -- As lua.c's handler: the object's __tostring if it has one (run under the budget).
     local mt = raw_getmetatable(e)
     local ok, s = false, nil
@@ -112,7 +189,8 @@ handler = function(e)
   if stopped then
     msg = STOP_MESSAGES[stopped]
   end
-  err_msg = clean(msg, MAX_MESSAGE)
+  -- Errors raised in the host's own (stripped) code carry no useful position.
+  err_msg = s_gsub(clean(msg, MAX_MESSAGE), "^%?:%-?%d+: ", "")
   err_line = nil
   for level = 2, 64 do
     local info = getinfo(level, "Sl")
@@ -138,8 +216,9 @@ run = function(dl, fn, ...)
     end
     fn = found
   end
-  deadline, fired, stopped, err_msg, err_line, log_lines = dl, 0, nil, nil, nil, 0
-  sethook(hook, "", HOOK_N)
+  deadline, counted, stopped, err_msg, err_line, log_lines = dl, 0, nil, nil, nil, 0
+  interval, last_check, work, changes = HOOK_START, dl - TIMEOUT, 0, 0
+  sethook(hook, "", HOOK_START)
   local r = t_pack(xpcall(fn, handler, ...))
   sethook()
   local reason = stopped
@@ -194,8 +273,9 @@ run_task = function(dl, task, context)
   if type(fn) ~= "function" then
     return "missing", "on_task"
   end
-  deadline, fired, stopped, err_msg, err_line, log_lines = dl, 0, nil, nil, nil, 0
-  sethook(hook, "", HOOK_N)
+  deadline, counted, stopped, err_msg, err_line, log_lines = dl, 0, nil, nil, nil, 0
+  interval, last_check, work, changes = HOOK_START, dl - TIMEOUT, 0, 0
+  sethook(hook, "", HOOK_START)
   local ok, result = xpcall(fn, handler, task, context)
   sethook()
   local reason = stopped
@@ -245,6 +325,7 @@ local function rep(s, n, sep)
   if l > MAX_STRING // n then
     error("string.rep: result larger than " .. MAX_STRING .. " bytes (sandbox limit)", 2)
   end
+  charge(l * n)
   return s_rep(s, n, sep)
 end
 
@@ -341,6 +422,7 @@ local function check_pattern(fname, s, p, plain, can_anchor)
     return -- the C function raises its own argument error
   end
   local n, m = s_len(s) + 1, s_len(p)
+  charge(n)
   local cost
   if plain then
     cost = n * m / 100 -- memchr + memcmp: measured ~100x cheaper per step than matching
@@ -381,6 +463,54 @@ end
 local function gsub(s, p, repl, n)
   check_pattern("gsub", s, p, false, true)
   return s_gsub(s, p, repl, n)
+end
+
+local s_upper, s_lower, s_reverse = string.upper, string.lower, string.reverse
+
+local function upper(s)
+  if type(s) == "string" then
+    charge(s_len(s))
+  end
+  return s_upper(s)
+end
+
+local function lower(s)
+  if type(s) == "string" then
+    charge(s_len(s))
+  end
+  return s_lower(s)
+end
+
+local function reverse(s)
+  if type(s) == "string" then
+    charge(s_len(s))
+  end
+  return s_reverse(s)
+end
+
+local function sub(s, i, j)
+  local r = s_sub(s, i, j)
+  charge(s_len(r))
+  return r
+end
+
+local function format(...)
+  local r = s_format(...)
+  charge(s_len(r))
+  return r
+end
+
+local function concat(t, sep, i, j)
+  local r = t_concat(t, sep, i, j)
+  charge(s_len(r))
+  return r
+end
+
+local function u_len(s, ...)
+  if type(s) == "string" then
+    charge(s_len(s))
+  end
+  return utf8_len(s, ...)
 end
 
 -- table.insert/remove/move shift elements in a C loop whose length a __len metamethod (or
@@ -508,7 +638,7 @@ end
 -- Coroutines do not inherit the hook: every coroutine the script creates gets it.
 local function safe_create(f)
   local co = co_create(f)
-  sethook(co, hook, "", stopped and 1 or HOOK_N)
+  sethook(co, hook, "", stopped and 1 or interval)
   return co
 end
 
@@ -539,14 +669,14 @@ local function safe_wrap(f)
 end
 
 -- An error raised by the hook leaves hooks disabled until the enclosing pcall returns, and a
--- message handler runs before that: once the call is stopped, the script's handler is skipped
--- (it would run unhooked and could loop forever).
+-- message handler runs before that: once the call is stopped, or when the error was raised in
+-- the hook, the script's handler is skipped (it would run unhooked and could loop forever).
 local function safe_xpcall(f, msgh, ...)
   if type(msgh) ~= "function" then
     error("bad argument #2 to 'xpcall' (function expected, got " .. type(msgh) .. ")", 2)
   end
   return xpcall(f, function(e)
-    if stopped then
+    if stopped or raised_in_hook() then
       return e
     end
     return msgh(e)
@@ -578,6 +708,7 @@ local function json_encode(v)
   if err then
     error("json.encode: " .. err, 2)
   end
+  charge(s_len(s))
   return s
 end
 
@@ -591,6 +722,7 @@ local function json_decode(s)
   if not utf8_len(s) then
     error("json.decode: input is not valid UTF-8", 2)
   end
+  charge(s_len(s))
   local v, err = py_json_decode(s)
   if err then
     error("json.decode: " .. err, 2)
@@ -631,19 +763,19 @@ env = {
     byte = s_byte,
     char = string.char,
     find = find,
-    format = s_format,
+    format = format,
     gmatch = gmatch,
     gsub = gsub,
     len = s_len,
-    lower = string.lower,
+    lower = lower,
     match = match,
     rep = rep,
-    reverse = string.reverse,
-    sub = s_sub,
-    upper = string.upper,
+    reverse = reverse,
+    sub = sub,
+    upper = upper,
   },
   table = {
-    concat = t_concat,
+    concat = concat,
     insert = insert,
     move = move,
     pack = t_pack,
@@ -670,6 +802,7 @@ env = {
   end,
 }
 env._G = env
+env.utf8.len = u_len
 
 -- The string metatable is the one object every string shares: point its __index at the
 -- sandbox's string table (so ("x"):rep(n) is the bounded rep) and hide it from getmetatable.

@@ -74,6 +74,7 @@ class Sandbox:
             {
                 "hook_interval": self.limits.hook_interval,
                 "max_instructions": self.limits.max_instructions,
+                "timeout_s": self._timeout_s,
                 "max_items": self.limits.max_items,
                 "max_string_bytes": self.limits.max_string_bytes,
                 "max_pattern_cost": self.limits.max_pattern_cost,
