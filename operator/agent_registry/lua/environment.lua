@@ -36,13 +36,12 @@ local CHUNK_SOURCE = "=" .. L.chunk_name
 local MAX_MESSAGE = 4096
 local MAX_LOG_LINES = L.max_log_lines
 
--- Per-call budget state, reset by `run`.
+-- Per-call budget state, reset by `run` / `run_task`.
 local deadline, counted, stopped, log_lines = 0.0, 0, nil, 0
 local interval, last_check, work, changes = HOOK_START, 0.0, 0, 0
 local err_msg, err_line = nil, nil
 local run, run_task, handler -- host frames the hook must never stop (defined below)
 local hook -- the count hook (defined below)
-
 
 local STOP_MESSAGES = {
   instructions = "instruction limit exceeded",
