@@ -8,6 +8,7 @@ before control returns to Python. See docs/sandbox.md for what is and is not gua
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import time
@@ -91,6 +92,9 @@ class Sandbox:
         self._get_state = host["get_state"]
         self._set_state = host["set_state"]
         self._defines = host["defines"]
+        # The C function itself: calling it from Python runs no Lua instruction, so it clears
+        # the hook even when a stop left it firing on every instruction.
+        self._sethook = self._lua.globals().debug.sethook
         self._ctx = host["ctx"]()
         compile_fn = host["compile"]
         self._lua.set_max_memory(
@@ -104,6 +108,9 @@ class Sandbox:
         except LuaError as exc:  # config/previous_state not convertible, memory while converting
             self.close()
             raise LuaValidationError(str(exc), exc.line) from exc
+        except lua54.LuaError as exc:  # a host function failed (memory exhausted)
+            self.close()
+            raise LuaValidationError(f"sandbox error: {exc}") from exc
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -176,7 +183,10 @@ class Sandbox:
     def state(self) -> dict[str, Any]:
         """A Python copy of ctx.state (what a reload carries over)."""
         self._check_open()
-        value = self._get_state()
+        try:
+            value = self._get_state()
+        except lua54.LuaError as exc:
+            raise LuaBehaviorError(f"sandbox error: {exc}") from exc
         if value is None:
             return {}
         if lua54.lua_type(value) != "table":
@@ -187,6 +197,8 @@ class Sandbox:
             converted = lua_to_python(value, self.limits, self._ident)
         except ConversionError as exc:
             raise LuaBehaviorError(f"ctx.state cannot be converted: {exc}") from exc
+        except lua54.LuaError as exc:
+            raise LuaBehaviorError(f"sandbox error: {exc}") from exc
         if isinstance(converted, list):
             # A sequence as state: keep its integer keys (the next load gets the same table).
             as_map: dict[Any, Any] = {i + 1: v for i, v in enumerate(converted)}
@@ -197,7 +209,17 @@ class Sandbox:
     def close(self) -> None:
         """Drop the Lua state (no finalizer of the script can run: __gc is refused)."""
         self._closed = True
-        for attr in ("_run", "_ident", "_get_state", "_set_state", "_defines", "_ctx", "_lua"):
+        for attr in (
+            "_run",
+            "_run_task",
+            "_ident",
+            "_get_state",
+            "_set_state",
+            "_defines",
+            "_sethook",
+            "_ctx",
+            "_lua",
+        ):
             self.__dict__.pop(attr, None)
 
     def __enter__(self) -> Sandbox:
@@ -222,14 +244,21 @@ class Sandbox:
         try:
             outcome: Any = entry(time.monotonic() + self._timeout_s, *args)
         except lua54.LuaMemoryError as exc:
+            self._disarm()
             raise LuaLimitExceeded("memory") from exc
         except lua54.LuaError as exc:  # an error in the host's own frames (e.g. out of memory)
+            self._disarm()
             raise LuaBehaviorError(f"sandbox error: {exc}") from exc
         except UnicodeDecodeError as exc:
             raise LuaBehaviorError("the script returned a string that is not valid UTF-8") from exc
         if type(outcome) is not tuple:
             return (outcome,)
         return outcome
+
+    def _disarm(self) -> None:
+        """Clear the hook after an error escaped the host's entry point (it then could not)."""
+        with contextlib.suppress(lua54.LuaError):
+            self._sethook()
 
     def _results_of(self, outcome: tuple[Any, ...]) -> tuple[Any, ...]:
         """The results of an "ok" outcome; raise the error of any other."""
@@ -257,6 +286,8 @@ class Sandbox:
             converted = [lua_to_python(r, self.limits, self._ident) for r in results]
         except ConversionError as exc:
             raise LuaBehaviorError(f"result cannot be converted: {exc}") from exc
+        except lua54.LuaError as exc:
+            raise LuaBehaviorError(f"sandbox error: {exc}") from exc
         if not converted:
             return None
         if len(converted) == 1:
