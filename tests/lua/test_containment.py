@@ -243,3 +243,28 @@ def test_overflow_inside_the_hook_runs_no_handler_unhooked(body: str) -> None:
     assert outcome in (True, False, "instructions", "timeout", "error")
     assert sandbox.call("ping") == "pong"
     sandbox.close()
+
+
+def test_memory_exhausted_for_good_only_raises_sandbox_errors() -> None:
+    """A script that keeps the memory it exhausted makes the host's own allocations fail too
+    (flattening its result, reading its state): every failure is still one of our LuaErrors,
+    never lupa's, and the hook is cleared so small calls keep working."""
+    sandbox = Sandbox(
+        PING_ONLY
+        + """
+        function on_task(task, ctx)
+          hoard = hoard or {}
+          pcall(function() while true do hoard[#hoard + 1] = {} end end)
+          local r = {}
+          for i = 1, 50 do r["k" .. i] = i end
+          return r
+        end
+        """,
+        Limits(max_memory_bytes=2 * 1024 * 1024),
+    )
+    for _ in range(3):
+        with pytest.raises(LuaError):
+            sandbox.on_task({})
+        assert isinstance(sandbox.state, dict)
+        assert sandbox.call("ping") == "pong"
+    sandbox.close()
