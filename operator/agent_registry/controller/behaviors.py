@@ -66,6 +66,7 @@ async def reconcile_behavior(
     memo: kopf.Memo,
     patch: kopf.Patch,
     retry: int,
+    reason: str,
     logger: kopf.Logger,
     agents_by_behavior: kopf.Index[Key, str],
     agent_states: kopf.Index[Key, ObjectState],
@@ -115,12 +116,16 @@ async def reconcile_behavior(
             message=f"revision {record.revision} ({record.script_sha256[:12]})",
         )
     agents = agents_of(behavior.namespace, behavior.name, agents_by_behavior, agent_states)
+    if reason == "resume" and record.revision == behavior.status.get("revision"):
+        # Operator restart, nothing new: every Agent's own resume handler syncs it anyway.
+        agents = []
     reload_started = time.monotonic()
     await reload_agents(ctx, agents, behavior, record)
-    logger.info(
-        f"revision {record.revision}: {len(agents)} agents synced in "
-        f"{time.monotonic() - reload_started:.3f}s"
-    )
+    if agents:
+        logger.info(
+            f"revision {record.revision}: {len(agents)} agents synced in "
+            f"{time.monotonic() - reload_started:.3f}s"
+        )
     summary = await ctx.registry.behavior_summary(record.id)
     desired = desired_behavior_status(
         behavior.status,
