@@ -10,7 +10,11 @@ import click
 
 # name -> (module, attribute, help)
 _COMMANDS: dict[str, tuple[str, str, str]] = {
-    "migrate": ("agent_registry.cli.migrate", "command", "Upgrade (or downgrade) the registry schema."),
+    "migrate": (
+        "agent_registry.cli.migrate",
+        "command",
+        "Upgrade (or downgrade) the registry schema.",
+    ),
     "run": ("agent_registry.cli.run", "command", "Run the operator and the registry API."),
     "crds": ("agent_registry.cli.crds", "command", "Write the CRDs generated from the models."),
     "runtime": ("agent_registry.cli.runtime", "command", "Run a Lua behavior as an agent sidecar."),
