@@ -182,19 +182,43 @@ async def test_a_new_load_confirmation_observes_reload_latency(
     assert agent.loaded_sha256 == sha
 
 
-async def test_a_load_failure_is_accepted_and_logged(
+async def test_a_load_failure_is_stored_and_logged(
     api: Api, kube: Kube, namespace: str, caplog: object
 ) -> None:
     await _agent(api, kube, namespace, "a1")
+    behavior = await api.registry.create_behavior("b1", "tester", SCRIPT, namespace=namespace)
+    await api.registry.assign_behavior(f"{namespace}/a1", behavior.id)
     token = kube.token(namespace, "runner")
+    now = datetime.now(UTC)
+    good = behavior.script_sha256
+    # The runtime still runs the good script (loaded before) and refused a newer one.
     body = report_body(0, 0)
+    body["loaded"] = {"sha256": good, "loaded_at": (now - timedelta(seconds=5)).isoformat()}
     body["load_failure"] = {
         "sha256": "0" * 64,
         "error": "attempt to call a nil value",
         "line": 7,
-        "failed_at": datetime.now(UTC).isoformat(),
+        "failed_at": now.isoformat(),
     }
     status, accepted, _ = await api.report(namespace, "a1", body, token)
     assert status == 202, accepted
     assert accepted["recorded"] == 0
     assert "line 7" in caplog.text  # type: ignore[attr-defined]
+    agent = await api.registry.get_by_agent_id(f"{namespace}/a1")
+    assert (agent.load_failed_sha256, agent.load_error, agent.load_error_line) == (
+        "0" * 64,
+        "attempt to call a nil value",
+        7,
+    )
+    assert agent.loaded_sha256 == good
+    code, shown = await api.get(f"/v1/agents/{namespace}/a1", kube.reader(namespace))
+    assert code == 200, shown
+    assert (shown["load_error"], shown["load_error_line"]) == ("attempt to call a nil value", 7)
+    assert shown["load_failed_sha256"] == "0" * 64
+
+    # A later report confirming a load after the failure clears it.
+    cleared = report_body(0, 0)
+    cleared["loaded"] = {"sha256": good, "loaded_at": (now + timedelta(seconds=1)).isoformat()}
+    assert (await api.report(namespace, "a1", cleared, token))[0] == 202
+    agent = await api.registry.get_by_agent_id(f"{namespace}/a1")
+    assert (agent.load_error, agent.load_failed_sha256) == (None, None)

@@ -8,6 +8,7 @@ from agent_registry.controller.conditions import Cond, find, merge_conditions
 from agent_registry.controller.status import (
     AgentView,
     AssignmentView,
+    LoadFailureView,
     desired_agent_status,
     desired_behavior_status,
     status_patch,
@@ -47,7 +48,13 @@ def test_other_condition_types_are_kept() -> None:
     assert "observedGeneration" not in merged[0]
 
 
-def _view(loaded: str | None, *, status: str = "active", deleted: bool = False) -> AgentView:
+def _view(
+    loaded: str | None,
+    *,
+    status: str = "active",
+    deleted: bool = False,
+    failure: LoadFailureView | None = None,
+) -> AgentView:
     return AgentView(
         status=status,
         assignment=AssignmentView(
@@ -62,6 +69,7 @@ def _view(loaded: str | None, *, status: str = "active", deleted: bool = False) 
         loaded_sha256=loaded,
         loaded_at=T1 if loaded else None,
         stats={"tasksCompleted": 3, "successRate": 0.6667},
+        load_failure=failure,
     )
 
 
@@ -121,3 +129,45 @@ def test_invalid_script_condition_quotes_line() -> None:
     assert counted["stats"] == {"tasksCompleted": 4, "successRate": 0.75}
     assert counted["conditions"] == status["conditions"]
     assert counted["observedGeneration"] == 2
+
+
+def test_refused_assigned_script_is_load_failed_with_lua_error_and_line() -> None:
+    refused = LoadFailureView(SHA_A, "behavior:3: unexpected symbol near 'end'", 3)
+    status = desired_agent_status(
+        {}, behavior_ref="careful", view=_view(SHA_B, failure=refused), now=T0
+    )
+    loaded = find(status["conditions"], "BehaviorLoaded")
+    assert (loaded["status"], loaded["reason"]) == ("False", "LoadFailed")
+    assert "line 3: unexpected symbol near 'end'" in loaded["message"]
+    assert "revision 2" in loaded["message"]
+    assert f"keeps running {SHA_B[:12]}" in loaded["message"]
+    ready = find(status["conditions"], "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "LoadFailed")
+    assert status["loadedBehavior"]["sha256"] == SHA_B, "the last good script still runs"
+
+
+def test_a_failure_of_another_script_is_not_a_load_failure_of_this_one() -> None:
+    # The runtime refused an older script; the assigned one is merely not confirmed yet.
+    stale = LoadFailureView(SHA_B, "boom", None)
+    pending = desired_agent_status(
+        {}, behavior_ref="careful", view=_view(None, failure=stale), now=T0
+    )
+    assert find(pending["conditions"], "BehaviorLoaded")["reason"] == "NotLoaded"
+    # A confirmed load of the assigned script wins over any failure record.
+    done = desired_agent_status(
+        {},
+        behavior_ref="careful",
+        view=_view(SHA_A, failure=LoadFailureView(SHA_A, "boom", 1)),
+        now=T0,
+    )
+    assert find(done["conditions"], "BehaviorLoaded")["status"] == "True"
+
+
+def test_load_failure_message_without_line_or_loaded_script() -> None:
+    refused = LoadFailureView(SHA_A, "memory limit exceeded", None)
+    status = desired_agent_status(
+        {}, behavior_ref="careful", view=_view(None, failure=refused), now=T0
+    )
+    loaded = find(status["conditions"], "BehaviorLoaded")
+    assert loaded["reason"] == "LoadFailed"
+    assert loaded["message"].endswith(": memory limit exceeded")

@@ -231,3 +231,31 @@ def test_docs_argocd_cm_snippet_carries_the_same_lua() -> None:
         data["resource.customizations.health.agents.singularity.dev_AgentBehavior"]
         == BEHAVIOR_LUA.read_text()
     )
+
+
+def test_the_controllers_load_failed_status_is_degraded_in_argo(lua: ModuleType) -> None:
+    """What the controller writes for a refused script (agent_registry.controller.status) is
+    what the health check maps to Degraded, with the Lua error in the message."""
+    from datetime import UTC, datetime
+
+    from agent_registry.controller.status import (
+        AgentView,
+        AssignmentView,
+        LoadFailureView,
+        desired_agent_status,
+    )
+
+    view = AgentView(
+        status="active",
+        assignment=AssignmentView(name="careful", revision=2, sha256=SHA_A),
+        loaded_sha256=SHA_B,
+        load_failure=LoadFailureView(SHA_A, "behavior:3: unexpected symbol", 3),
+    )
+    written = desired_agent_status(
+        {}, behavior_ref="careful", view=view, now=datetime.now(UTC), observed_generation=3
+    )
+    obj = agent(loaded=SHA_B)
+    obj["status"] = written
+    status, message = assess(lua, AGENT_LUA, obj)
+    assert status == "Degraded"
+    assert "line 3: unexpected symbol" in message

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -207,3 +208,73 @@ async def test_confirm_loaded(
     await registry.confirm_loaded("ns/agent", a.script_sha256, naive)
     agent = await registry.get_by_agent_id("ns/agent")
     assert agent.loaded_at == naive.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Shaped like reports.LoadFailure (the registry reads it by attribute)."""
+
+    sha256: str
+    error: str
+    line: int | None
+    failed_at: datetime
+
+
+async def test_load_failure_is_stored_until_a_later_load_succeeds(
+    registry: RegistryService, setup: tuple[BehaviorRecord, BehaviorRecord]
+) -> None:
+    a, b = setup
+    t0 = datetime.now(UTC)
+    await registry.assign_behavior("ns/agent", a.id)
+    await registry.confirm_loaded("ns/agent", a.script_sha256, t0)
+    await registry.assign_behavior("ns/agent", b.id)
+    refused = Failure(
+        b.script_sha256, "behavior:3: unexpected symbol", 3, t0 + timedelta(seconds=1)
+    )
+    assert await registry.record_load_failure("ns/agent", refused)
+    agent = await registry.get_by_agent_id("ns/agent")
+    assert (agent.load_failed_sha256, agent.load_error, agent.load_error_line) == (
+        b.script_sha256,
+        "behavior:3: unexpected symbol",
+        3,
+    )
+    assert agent.load_failed_at == refused.failed_at
+    assert agent.loaded_sha256 == a.script_sha256, "the runtime keeps its last good script"
+
+    # The same report again (a runtime repeats its status): still the failure. Its repeated
+    # confirmation of the old script (loaded before the failure) does not clear it.
+    await registry.confirm_loaded("ns/agent", a.script_sha256, t0)
+    assert await registry.record_load_failure("ns/agent", refused)
+    assert (await registry.get_by_agent_id("ns/agent")).load_failed_sha256 == b.script_sha256
+
+    # An older failure, or one from before the last confirmed load, is stale.
+    older = Failure(a.script_sha256, "old", None, t0 - timedelta(seconds=5))
+    assert not await registry.record_load_failure("ns/agent", older)
+    assert (
+        await registry.get_by_agent_id("ns/agent")
+    ).load_error == "behavior:3: unexpected symbol"
+
+    # The refused script loads after all (e.g. a limit was raised): cleared.
+    await registry.confirm_loaded("ns/agent", b.script_sha256, t0 + timedelta(seconds=2))
+    agent = await registry.get_by_agent_id("ns/agent")
+    assert (agent.load_error, agent.load_error_line, agent.load_failed_sha256) == (None, None, None)
+    assert agent.load_failed_at is None
+    assert not await registry.record_load_failure("ns/agent", refused), "older than that load"
+
+    with pytest.raises(AgentNotFound):
+        await registry.record_load_failure("ns/missing", refused)
+
+
+async def test_a_newer_load_clears_a_failure_of_another_script(
+    registry: RegistryService, setup: tuple[BehaviorRecord, BehaviorRecord]
+) -> None:
+    a, b = setup
+    t0 = datetime.now(UTC)
+    await registry.assign_behavior("ns/agent", b.id)
+    assert await registry.record_load_failure(
+        "ns/agent", Failure(b.script_sha256, "boom", None, t0)
+    )
+    # Spec moved back to a, which the runtime loads after the failure.
+    await registry.assign_behavior("ns/agent", a.id)
+    await registry.confirm_loaded("ns/agent", a.script_sha256, t0 + timedelta(seconds=1))
+    assert (await registry.get_by_agent_id("ns/agent")).load_failed_sha256 is None

@@ -70,7 +70,7 @@ def test_upgrade_downgrade_upgrade(empty_url: str) -> None:
     assert _tables(empty_url) == set()
     migrate(empty_url)
     assert _tables(empty_url) == TABLES
-    assert current_revision(empty_url) == "0001"
+    assert current_revision(empty_url) == "0002"
     downgrade(empty_url, "base")
     assert _tables(empty_url) == set()
     assert current_revision(empty_url) is None
@@ -106,7 +106,7 @@ def test_cli_upgrade_and_downgrade(empty_url: str) -> None:
     runner = CliRunner()
     result = runner.invoke(migrate_command, ["--database-url", empty_url])
     assert result.exit_code == 0, result.output
-    assert "at revision 0001" in result.output
+    assert "at revision 0002" in result.output
     assert _tables(empty_url) == TABLES
     result = runner.invoke(migrate_command, ["--database-url", empty_url, "--downgrade", "base"])
     assert result.exit_code == 0, result.output
@@ -140,3 +140,27 @@ def test_cli_failure_is_one_clear_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(migrate_command, ["--database-url", url])
     assert result.exit_code != 0
     assert "migration of" in result.output
+
+
+LOAD_FAILURE_COLUMNS = {"load_error", "load_error_line", "load_failed_sha256", "load_failed_at"}
+
+
+def _agent_columns(url: str) -> set[str]:
+    engine = create_engine(sync_url(url), poolclass=pool.NullPool)
+    try:
+        return {c["name"] for c in inspect(engine).get_columns("agent_registry")}
+    finally:
+        engine.dispose()
+
+
+def test_0002_adds_and_removes_the_load_failure_columns(empty_url: str) -> None:
+    migrate(empty_url, "0001")
+    assert not _agent_columns(empty_url) & LOAD_FAILURE_COLUMNS
+    migrate(empty_url)
+    assert _agent_columns(empty_url) >= LOAD_FAILURE_COLUMNS
+    downgrade(empty_url, "0001")
+    assert current_revision(empty_url) == "0001"
+    assert not _agent_columns(empty_url) & LOAD_FAILURE_COLUMNS
+    # What 0001 created survives the downgrade (SQLite rebuilds the table for it).
+    migrate(empty_url)
+    assert _drift(empty_url) == []

@@ -29,6 +29,7 @@ METHODS = {
     "get_behavior_by_name",
     "mark_behavior_deleted",
     "confirm_loaded",
+    "record_load_failure",
     "list_agents",
     "behavior_summary",
     "subscribe",

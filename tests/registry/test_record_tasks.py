@@ -158,6 +158,12 @@ async def test_underperformers_are_judged_on_the_current_assignment(
     # The switched agent was terrible for life (10/60) but is good now: not flagged.
     switched = await registry.get_by_agent_id("ns/switched")
     assert switched.success_rate < 0.7
+    # Its record carries the current assignment's counters (what the status loop judges).
+    assert (switched.current_tasks_completed, switched.current_successes) == (10, 10)
+    assert switched.current_success_rate == 1.0
+    assert (poor.current_tasks_completed, poor.current_successes) == (12, 6)
+    unassigned = await registry.get_by_agent_id("ns/none")
+    assert (unassigned.current_tasks_completed, unassigned.current_success_rate) == (20, 0.0)
 
     # min_tasks counts on the current assignment; the threshold is strict (< not <=).
     assert "ns/few" in [

@@ -99,6 +99,14 @@ async def _ingest(request: web.Request) -> tuple[web.Response, str]:
             ):
                 latency = _utc(report.loaded.loaded_at) - _utc(confirmation.assigned_at)
                 metrics.observe_reload_latency(latency.total_seconds())
+        if report.load_failure is not None:
+            # After the confirmation: a report carries both the script still running (loaded
+            # before the failure, which must not clear it) and the refused one.
+            await registry_call(
+                request,
+                "record_load_failure",
+                registry.record_load_failure(agent_id, report.load_failure),
+            )
     except AgentNotFound as exc:
         # The Agent exists in Kubernetes (authorization read it) but the controller has not
         # registered it yet: a moment's wait fixes that, so ask the runtime to retry.

@@ -31,6 +31,16 @@ class AgentView(_View):
         default=None, description="The script sha256 the runtime last confirmed it loaded."
     )
     loaded_at: datetime | None = None
+    load_error: str | None = Field(
+        default=None,
+        description="The Lua error of the last script the runtime refused (it keeps running "
+        "its last good one); null once a later load succeeded.",
+    )
+    load_error_line: int | None = None
+    load_failed_sha256: str | None = Field(
+        default=None, description="The sha256 of the refused script."
+    )
+    load_failed_at: datetime | None = None
     cycles_completed: int = 0
     tasks_completed: int = 0
     success_rate: float = 1.0

@@ -20,6 +20,7 @@ BEHAVIOR_ASSIGNED = "BehaviorAssigned"
 BEHAVIOR_LOADED = "BehaviorLoaded"
 READY = "Ready"
 VALID = "Valid"
+LOAD_FAILED = "LoadFailed"
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,16 @@ class AgentView:
     loaded_sha256: str | None = None
     loaded_at: datetime | None = None
     stats: StatusDict = field(default_factory=dict)
+    load_failure: LoadFailureView | None = None
+
+
+@dataclass(frozen=True)
+class LoadFailureView:
+    """The last script the agent's runtime refused (it keeps running the last good one)."""
+
+    sha256: str
+    error: str | None
+    line: int | None = None
 
 
 def _time(value: datetime | None) -> str | None:
@@ -106,9 +117,25 @@ def assigned_condition(behavior_ref: str | None, assignment: AssignmentView | No
     )
 
 
-def loaded_condition(assignment: AssignmentView | None, loaded_sha256: str | None) -> Cond:
+def loaded_condition(
+    assignment: AssignmentView | None,
+    loaded_sha256: str | None,
+    failure: LoadFailureView | None = None,
+) -> Cond:
     if assignment is None or assignment.sha256 is None:
         return Cond(BEHAVIOR_LOADED, "False", "NothingAssigned", "no behavior assigned")
+    # The runtime refused the assigned script (and keeps running its last good one).
+    refused = failure is not None and failure.sha256 == assignment.sha256
+    if refused and failure is not None and loaded_sha256 != assignment.sha256:
+        keeps = f"; keeps running {loaded_sha256[:12]}" if loaded_sha256 else ""
+        return Cond(
+            BEHAVIOR_LOADED,
+            "False",
+            LOAD_FAILED,
+            f"runtime refused revision {assignment.revision} "
+            f"({assignment.sha256[:12]}): {describe_lua_error(failure.error, failure.line)}"
+            f"{keeps}",
+        )
     if loaded_sha256 is None:
         return Cond(BEHAVIOR_LOADED, "False", "NotLoaded", "no runtime has confirmed a load yet")
     if loaded_sha256 != assignment.sha256:
@@ -149,7 +176,7 @@ def desired_agent_status(
     )
     phase = PHASES.get(view.status, "Active")
     assigned = assigned_condition(behavior_ref, view.assignment)
-    loaded = loaded_condition(view.assignment, view.loaded_sha256)
+    loaded = loaded_condition(view.assignment, view.loaded_sha256, view.load_failure)
     ready = ready_condition(phase, assigned, loaded)
     behavior = None
     if view.assignment is not None:

@@ -5,7 +5,12 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from agent_registry.controller.status import AgentView, AssignmentView, stats_from_record
+from agent_registry.controller.status import (
+    AgentView,
+    AssignmentView,
+    LoadFailureView,
+    stats_from_record,
+)
 
 if TYPE_CHECKING:
     from agent_registry.registry import RegistryService
@@ -33,6 +38,17 @@ def assignment_view(assignment: Any, behavior: Any | None) -> AssignmentView:
     )
 
 
+def load_failure_view(record: Any) -> LoadFailureView | None:
+    sha256 = getattr(record, "load_failed_sha256", None)
+    if sha256 is None:
+        return None
+    return LoadFailureView(
+        sha256=sha256,
+        error=getattr(record, "load_error", None),
+        line=getattr(record, "load_error_line", None),
+    )
+
+
 def agent_view(record: Any, assignment: AssignmentView | None) -> AgentView:
     return AgentView(
         status=record.status,
@@ -40,6 +56,7 @@ def agent_view(record: Any, assignment: AssignmentView | None) -> AgentView:
         loaded_sha256=record.loaded_sha256,
         loaded_at=record.loaded_at,
         stats=stats_from_record(record),
+        load_failure=load_failure_view(record),
     )
 
 

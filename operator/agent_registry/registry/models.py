@@ -164,6 +164,12 @@ class Agent(Base):
     )
     loaded_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     loaded_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The last script the runtime refused (it keeps running the last good one); cleared by a
+    # later confirmed load. Migration 0002.
+    load_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    load_error_line: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    load_failed_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    load_failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_by: Mapped[str | None] = mapped_column(Text, nullable=True)
     notes: Mapped[str | None] = mapped_column(Text, nullable=True)
     inserted_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)

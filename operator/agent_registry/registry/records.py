@@ -83,10 +83,23 @@ class AgentRecord(_Counters):
     consecutive_failures: int
     loaded_sha256: str | None
     loaded_at: datetime | None
+    # The last script the runtime refused (None: no refusal since the last confirmed load).
+    load_error: str | None = None
+    load_error_line: int | None = None
+    load_failed_sha256: str | None = None
+    load_failed_at: datetime | None = None
+    # The open assignment's counters (what "underperforming" is judged on; 0 without one).
+    current_tasks_completed: int = 0
+    current_successes: int = 0
     created_by: str | None
     notes: str | None
     inserted_at: datetime
     updated_at: datetime
+
+    @property
+    def current_success_rate(self) -> float:
+        """The open assignment's success rate; 1.0 before its first task (like success_rate)."""
+        return stats.success_rate(self.current_successes, self.current_tasks_completed)
 
 
 class AssignmentRecord(_Counters):

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Row, and_, func, insert, literal_column, select, update
 from sqlalchemy.exc import IntegrityError
@@ -70,6 +70,28 @@ STATS_FIELDS = frozenset(
     }
 )
 _MAX_LINEAGE = 1000
+_NO_LOAD_FAILURE: dict[str, Any] = {
+    "load_error": None,
+    "load_error_line": None,
+    "load_failed_sha256": None,
+    "load_failed_at": None,
+}
+
+
+class LoadFailureLike(Protocol):
+    """What record_load_failure reads (reports.LoadFailure fits; the registry does not
+    import the report models)."""
+
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def error(self) -> str: ...
+    @property
+    def line(self) -> int | None: ...
+    @property
+    def failed_at(self) -> datetime: ...
+
+
 _COMPUTED = {"success_rate", "avg_response_time_ms"}
 
 
@@ -87,10 +109,15 @@ CURRENT = {
 _CURRENT_COLS = [_A.c[name] for name in CURRENT.values()]
 
 
+# The open assignment's counters an AgentRecord carries (the rest stay internal).
+_CURRENT_IN_RECORD = frozenset({"current_tasks_completed", "current_successes"})
+
+
 def _agent(row: Row[Any] | Mapping[str, Any]) -> AgentRecord:
     data = dict(row._mapping if isinstance(row, Row) else row)
     for column in CURRENT.values():
-        data.pop(column, None)
+        if column not in _CURRENT_IN_RECORD:
+            data.pop(column, None)
     return AgentRecord.model_validate(data)
 
 
@@ -672,6 +699,17 @@ class RegistryService:
             )
             if result.rowcount == 0:
                 await self._agent_row(conn, agent_id)  # raises AgentNotFound if missing
+            else:
+                # A load of the refused script, or of anything after the refusal, supersedes it.
+                await conn.execute(
+                    update(_A)
+                    .where(
+                        _A.c.agent_id == agent_id,
+                        _A.c.load_failed_sha256.is_not(None),
+                        (_A.c.load_failed_sha256 == sha256) | (_A.c.load_failed_at <= loaded_at),
+                    )
+                    .values(**_NO_LOAD_FAILURE)
+                )
             current = await self._open_assignment(conn, agent_id)
             if current is None:
                 return LoadConfirmation(new=False, matches_assignment=False, assigned_at=None)
@@ -687,6 +725,33 @@ class RegistryService:
             return LoadConfirmation(
                 new=new, matches_assignment=matches, assigned_at=current.assigned_at
             )
+
+    async def record_load_failure(self, agent_id: str, failure: LoadFailureLike) -> bool:
+        """The agent's runtime refused a script (`failure`: .sha256, .error, .line,
+        .failed_at; reports.LoadFailure fits) and keeps running its last good one. Stored on
+        the agent until a later confirm_loaded of that script, or of any script loaded after
+        the failure, clears it. A failure older than the stored one, or than the last
+        confirmed load, is stale and ignored. Returns True when stored."""
+        failed_at = failure.failed_at
+        async with self._write("record_load_failure") as conn:
+            result = await conn.execute(
+                update(_A)
+                .where(
+                    _A.c.agent_id == agent_id,
+                    _A.c.load_failed_at.is_(None) | (_A.c.load_failed_at <= failed_at),
+                    _A.c.loaded_at.is_(None) | (_A.c.loaded_at < failed_at),
+                )
+                .values(
+                    load_error=failure.error,
+                    load_error_line=failure.line,
+                    load_failed_sha256=failure.sha256,
+                    load_failed_at=failed_at,
+                )
+            )
+            if result.rowcount == 0:
+                await self._agent_row(conn, agent_id)  # raises AgentNotFound if missing
+                return False
+            return True
 
     # -- stats -------------------------------------------------------------------------------
 
@@ -865,4 +930,4 @@ class RegistryService:
         return self._hub.subscribe()
 
 
-__all__ = ["STATS_FIELDS", "RegistryService", "script_sha256"]
+__all__ = ["STATS_FIELDS", "LoadFailureLike", "RegistryService", "script_sha256"]
