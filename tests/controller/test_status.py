@@ -44,8 +44,18 @@ def test_other_condition_types_are_kept() -> None:
     merged = merge_conditions(
         base, [Cond("Ready", "True", "Ready")], now=T1, observed_generation=None
     )
-    assert [c["type"] for c in merged] == ["Ready", "Underperforming"]
-    assert "observedGeneration" not in merged[0]
+    assert [c["type"] for c in merged] == ["Underperforming", "Ready"]
+    assert "observedGeneration" not in merged[1]
+    # An update keeps its position (recomputing never reorders: no patch per tick).
+    again = merge_conditions(
+        merged, [Cond("Underperforming", "False", "Ok")], now=T1, observed_generation=None
+    )
+    assert [c["type"] for c in again] == ["Underperforming", "Ready"]
+    assert again[0]["status"] == "False"
+    removed = merge_conditions(
+        again, [], now=T1, observed_generation=None, remove=["Underperforming", "Absent"]
+    )
+    assert [c["type"] for c in removed] == ["Ready"]
 
 
 def _view(

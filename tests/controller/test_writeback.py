@@ -57,7 +57,12 @@ async def test_patches_only_what_changed(sqlite_url: str) -> None:
         assert changes["stats"]["tasksCompleted"] == 0
         assert "observedGeneration" not in changes, "the loop never moves observedGeneration"
         types = {c["type"]: c["status"] for c in changes["conditions"]}
-        assert types == {"BehaviorAssigned": "True", "BehaviorLoaded": "False", "Ready": "False"}
+        assert types == {
+            "BehaviorAssigned": "True",
+            "BehaviorLoaded": "False",
+            "Ready": "False",
+            "Reconciling": "True",  # kstatus: the assigned script is not confirmed yet
+        }
 
         applied = {"observedGeneration": 3, **changes}
         assert await writer.agent_patches([_agent(applied)]) == []
@@ -70,6 +75,8 @@ async def test_patches_only_what_changed(sqlite_url: str) -> None:
         assert more["loadedBehavior"]["sha256"] == behavior.script_sha256
         ready = {c["type"]: c["status"] for c in more["conditions"]}
         assert ready["Ready"] == "True"
+        assert "Reconciling" not in ready, "kstatus: present only while True"
+        assert "Stalled" not in ready
 
         ((_, counts),) = await writer.behavior_patches([_behavior({"revision": 1})])
         assert counts["agentCount"] == 1

@@ -259,3 +259,37 @@ def test_the_controllers_load_failed_status_is_degraded_in_argo(lua: ModuleType)
     status, message = assess(lua, AGENT_LUA, obj)
     assert status == "Degraded"
     assert "line 3: unexpected symbol" in message
+
+
+def test_the_controllers_kstatus_conditions_drive_argo(lua: ModuleType) -> None:
+    """Reconciling (reload in flight) -> Progressing; Stalled (invalid script) -> Degraded."""
+    from datetime import UTC, datetime
+
+    from agent_registry.controller.status import (
+        AgentView,
+        AssignmentView,
+        desired_agent_status,
+        desired_behavior_status,
+        validity_condition,
+    )
+
+    now = datetime.now(UTC)
+    view = AgentView(
+        status="active",
+        assignment=AssignmentView(name="careful", revision=2, sha256=SHA_A),
+        loaded_sha256=None,
+    )
+    obj = agent(loaded=None)
+    obj["status"] = desired_agent_status(
+        {}, behavior_ref="careful", view=view, now=now, observed_generation=3, generation=3
+    )
+    assert assess(lua, AGENT_LUA, obj)[0] == "Progressing"
+
+    invalid = validity_condition(False, "behavior:2: unexpected symbol", 2)
+    bobj = behavior()
+    bobj["status"] = desired_behavior_status(
+        {}, observed_generation=5, valid=invalid, now=now, generation=5
+    )
+    status, message = assess(lua, BEHAVIOR_LUA, bobj)
+    assert status == "Degraded"
+    assert "line 2: unexpected symbol" in message

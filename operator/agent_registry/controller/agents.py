@@ -214,6 +214,7 @@ async def agent_status(
         view=view,
         now=datetime.datetime.now(datetime.UTC),
         observed_generation=observed_generation,
+        generation=agent.generation,
     )
 
 

@@ -82,7 +82,11 @@ async def reconcile_behavior(
     valid = validity_condition(result.ok, result.error, result.line)
     if not result.ok:
         desired = desired_behavior_status(
-            behavior.status, observed_generation=behavior.generation, valid=valid, now=now
+            behavior.status,
+            observed_generation=behavior.generation,
+            valid=valid,
+            now=now,
+            generation=behavior.generation,
         )
         patch.status.update(status_patch(behavior.status, desired) or {})
         await post_event(ctx, behavior, reason="InvalidScript", message=valid.message, warning=True)
@@ -137,6 +141,7 @@ async def reconcile_behavior(
         tasks=summary.tasks_completed,
         successes=summary.successes,
         now=now,
+        generation=behavior.generation,
     )
     patch.status.update(status_patch(behavior.status, desired) or {})
     if ctx.metrics is not None:

@@ -44,9 +44,18 @@ def merge_conditions(
     *,
     now: datetime,
     observed_generation: int | None,
+    remove: Iterable[str] = (),
 ) -> list[ConditionDict]:
-    """The new conditions list: `updates` replace their types, other types are kept."""
-    existing = {c.get("type"): c for c in current or () if isinstance(c, dict)}
+    """The new conditions list: `updates` replace their types, types in `remove` are dropped
+    (kstatus' abnormal-true conditions are present only while True), others are kept.
+    Existing conditions keep their positions and new types are appended, so recomputing the
+    same conditions never reorders the list (which would be a patch on every tick)."""
+    dropped = set(remove)
+    existing = {
+        c.get("type"): c
+        for c in current or ()
+        if isinstance(c, dict) and c.get("type") not in dropped
+    }
     merged: dict[str, ConditionDict] = {}
     for update in updates:
         before = existing.get(update.type)
@@ -62,10 +71,12 @@ def merge_conditions(
         if observed_generation is not None:
             condition["observedGeneration"] = observed_generation
         merged[update.type] = condition
-    for type_, condition in existing.items():
-        if type_ not in merged and isinstance(type_, str):
-            merged[type_] = condition
-    return list(merged.values())
+    result = [
+        merged.pop(type_, condition)
+        for type_, condition in existing.items()
+        if isinstance(type_, str)
+    ]
+    return result + list(merged.values())
 
 
 def find(conditions: Iterable[ConditionDict] | None, type_: str) -> ConditionDict | None:

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from agent_registry.controller.conditions import Cond, merge_conditions, timestamp
+from agent_registry.controller.conditions import Cond, find, merge_conditions, timestamp
+from agent_registry.controller.kstatus import kstatus_updates
 
 StatusDict = dict[str, Any]
 
@@ -21,6 +22,8 @@ BEHAVIOR_LOADED = "BehaviorLoaded"
 READY = "Ready"
 VALID = "Valid"
 LOAD_FAILED = "LoadFailed"
+# BehaviorLoaded/BehaviorAssigned reasons that mean "in flight": kstatus' Reconciling.
+IN_FLIGHT = frozenset({"NotLoaded", "ReloadPending", "AssignmentPending"})
 
 
 @dataclass(frozen=True)
@@ -166,10 +169,12 @@ def desired_agent_status(
     view: AgentView,
     now: datetime,
     observed_generation: int | None = None,
+    generation: int | None = None,
 ) -> StatusDict:
     """The status the agent should have. observedGeneration moves only when a handler
-    reconciled the spec (it passes it); the write-back loop keeps the current one."""
-    generation = (
+    reconciled the spec (it passes it); the write-back loop keeps the current one.
+    `generation` (metadata.generation) makes Reconciling=True while observedGeneration lags."""
+    observed = (
         observed_generation
         if observed_generation is not None
         else current.get("observedGeneration")
@@ -178,6 +183,18 @@ def desired_agent_status(
     assigned = assigned_condition(behavior_ref, view.assignment)
     loaded = loaded_condition(view.assignment, view.loaded_sha256, view.load_failure)
     ready = ready_condition(phase, assigned, loaded)
+    # A refused script needs a new one from Git: stuck. A pending assignment or reload of an
+    # active agent is in flight (a paused one is not expected to move).
+    stalled = loaded if loaded.reason == LOAD_FAILED else None
+    progressing = None
+    if phase == "Active":
+        progressing = next((c for c in (assigned, loaded) if c.reason in IN_FLIGHT), None)
+    kstatus, absent = kstatus_updates(
+        generation=generation,
+        observed_generation=observed,
+        stalled=stalled,
+        progressing=progressing,
+    )
     behavior = None
     if view.assignment is not None:
         a = view.assignment
@@ -197,16 +214,17 @@ def desired_agent_status(
             {"sha256": view.loaded_sha256, "loadedAt": _time(view.loaded_at)}
         )
     return {
-        "observedGeneration": generation,
+        "observedGeneration": observed,
         "phase": phase,
         "behavior": behavior,
         "loadedBehavior": loaded_behavior,
         "stats": view.stats or None,
         "conditions": merge_conditions(
             current.get("conditions"),
-            [assigned, loaded, ready],
+            [assigned, loaded, ready, *kstatus],
             now=now,
-            observed_generation=generation,
+            observed_generation=observed,
+            remove=absent,
         ),
     }
 
@@ -249,16 +267,19 @@ def desired_behavior_status(
     tasks: int | None = None,
     successes: int | None = None,
     now: datetime,
+    generation: int | None = None,
 ) -> StatusDict:
     """None arguments keep what the status already says (handlers and the loop each know a
-    part: validity and revision come from the handler, counts and stats from the loop)."""
-    generation = (
+    part: validity and revision come from the handler, counts and stats from the loop).
+    `generation` (metadata.generation) makes Reconciling=True while observedGeneration lags;
+    Valid=False (given or already in the status) makes Stalled=True."""
+    observed = (
         observed_generation
         if observed_generation is not None
         else current.get("observedGeneration")
     )
     desired: StatusDict = {
-        "observedGeneration": generation,
+        "observedGeneration": observed,
         "revision": revision if revision is not None else current.get("revision"),
         "scriptSha256": sha256 if sha256 is not None else current.get("scriptSha256"),
         "agentCount": agent_count if agent_count is not None else current.get("agentCount", 0),
@@ -267,12 +288,33 @@ def desired_behavior_status(
     if tasks is not None:
         rate = round(successes / tasks, 4) if tasks and successes is not None else 0.0
         desired["stats"] = {"tasksCompleted": tasks, "successRate": rate}
+    updates: list[Cond] = []
+    verdict = valid
     if valid is not None:
+        updates = [valid, behavior_ready_condition(valid, desired["revision"])]
+    else:
+        known = find(current.get("conditions"), VALID)
+        if known is not None:
+            verdict = Cond(
+                VALID,
+                known.get("status", "Unknown"),
+                str(known.get("reason", "")),
+                str(known.get("message", "")),
+            )
+    stalled = verdict if verdict is not None and verdict.status == "False" else None
+    kstatus, absent = kstatus_updates(
+        generation=generation,
+        observed_generation=observed,
+        stalled=stalled,
+        progressing=None,
+    )
+    if updates or kstatus or current.get("conditions"):
         desired["conditions"] = merge_conditions(
             current.get("conditions"),
-            [valid, behavior_ready_condition(valid, desired["revision"])],
+            [*updates, *kstatus],
             now=now,
-            observed_generation=generation,
+            observed_generation=observed,
+            remove=absent,
         )
     else:
         desired["conditions"] = current.get("conditions")

@@ -68,7 +68,11 @@ class StatusWriter:
                 continue  # not registered yet: its create handler is on it
             view = await self.reader.view(record)
             desired = desired_agent_status(
-                agent.status, behavior_ref=agent.behavior_ref, view=view, now=now
+                agent.status,
+                behavior_ref=agent.behavior_ref,
+                view=view,
+                now=now,
+                generation=agent.generation,
             )
             changes = status_patch(agent.status, desired)
             if changes:
@@ -95,6 +99,7 @@ class StatusWriter:
                 tasks=summary.tasks_completed,
                 successes=summary.successes,
                 now=now,
+                generation=behavior.generation,
             )
             changes = status_patch(behavior.status, desired)
             if changes:
