@@ -9,6 +9,7 @@ from agent_registry.controller.status import (
     AgentView,
     AssignmentView,
     LoadFailureView,
+    UnderperformingPolicy,
     desired_agent_status,
     desired_behavior_status,
     status_patch,
@@ -181,3 +182,57 @@ def test_load_failure_message_without_line_or_loaded_script() -> None:
     loaded = find(status["conditions"], "BehaviorLoaded")
     assert loaded["reason"] == "LoadFailed"
     assert loaded["message"].endswith(": memory limit exceeded")
+
+
+def _judged(tasks: int, successes: int, *, status: str = "active") -> AgentView:
+    return AgentView(
+        **{
+            **_view(SHA_A, status=status).__dict__,
+            "current_tasks": tasks,
+            "current_successes": successes,
+        }
+    )
+
+
+def _underperforming(view: AgentView, policy: UnderperformingPolicy) -> dict[str, object]:
+    status = desired_agent_status({}, behavior_ref="careful", view=view, now=T0, policy=policy)
+    found = find(status["conditions"], "Underperforming")
+    assert found is not None
+    return found
+
+
+def test_underperforming_needs_min_tasks_and_a_rate_below_threshold() -> None:
+    default = UnderperformingPolicy()
+    assert (default.threshold, default.min_tasks) == (0.7, 10)
+    few = _underperforming(_judged(9, 0), default)
+    assert (few["status"], few["reason"]) == ("False", "TooFewTasks")
+    low = _underperforming(_judged(10, 6), default)
+    assert (low["status"], low["reason"]) == ("True", "LowSuccessRate")
+    assert low["message"] == "success rate 0.60 over 10 tasks of careful revision 2, below 0.7"
+    at = _underperforming(_judged(10, 7), default)
+    assert (at["status"], at["reason"]) == ("False", "SuccessRateOk"), "strict: 0.7 is fine"
+    strict = _underperforming(_judged(10, 7), UnderperformingPolicy(threshold=0.8, min_tasks=5))
+    assert strict["status"] == "True"
+    lenient = _underperforming(_judged(4, 0), UnderperformingPolicy(threshold=0.8, min_tasks=5))
+    assert lenient["status"] == "False"
+
+
+def test_underperforming_does_not_touch_ready_and_skips_unjudgeable_agents() -> None:
+    status = desired_agent_status(
+        {}, behavior_ref="careful", view=_judged(20, 0), now=T0, policy=UnderperformingPolicy()
+    )
+    assert find(status["conditions"], "Underperforming")["status"] == "True"
+    assert find(status["conditions"], "Ready")["status"] == "True"
+    paused = _underperforming(_judged(20, 0, status="paused"), UnderperformingPolicy())
+    assert (paused["status"], paused["reason"]) == ("False", "NotActive")
+    unassigned = AgentView(status="active", assignment=None, current_tasks=20)
+    nothing = _underperforming(unassigned, UnderperformingPolicy())
+    assert (nothing["status"], nothing["reason"]) == ("False", "NothingAssigned")
+
+
+def test_a_healthy_agents_underperforming_condition_is_stable() -> None:
+    first = desired_agent_status({}, behavior_ref="careful", view=_judged(10, 10), now=T0)
+    more = desired_agent_status(first, behavior_ref="careful", view=_judged(50, 49), now=T1)
+    assert find(more["conditions"], "Underperforming") == find(
+        first["conditions"], "Underperforming"
+    )

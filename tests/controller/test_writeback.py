@@ -62,6 +62,7 @@ async def test_patches_only_what_changed(sqlite_url: str) -> None:
             "BehaviorLoaded": "False",
             "Ready": "False",
             "Reconciling": "True",  # kstatus: the assigned script is not confirmed yet
+            "Underperforming": "False",
         }
 
         applied = {"observedGeneration": 3, **changes}
@@ -81,5 +82,55 @@ async def test_patches_only_what_changed(sqlite_url: str) -> None:
         ((_, counts),) = await writer.behavior_patches([_behavior({"revision": 1})])
         assert counts["agentCount"] == 1
         assert counts["stats"] == {"tasksCompleted": 2, "successRate": 0.5}
+    finally:
+        await registry.close()
+
+
+async def test_underperforming_from_the_bulk_read_with_configured_policy(sqlite_url: str) -> None:
+    registry = RegistryService.from_url(sqlite_url)
+    try:
+        ctx = OperatorContext(
+            config=OperatorConfig(
+                database_url=sqlite_url,
+                registry_url="http://x",
+                underperforming_threshold=0.5,
+                underperforming_min_tasks=4,
+            ),
+            registry=registry,
+            kube=None,  # type: ignore[arg-type]  # patches are computed, not sent, here
+        )
+        behavior = await registry.create_behavior("careful", "coder", SCRIPT, namespace="team")
+        await registry.register_agent("team/a1", "coder")
+        await registry.assign_behavior("team/a1", behavior.id, reason="spec")
+        await registry.confirm_loaded("team/a1", behavior.script_sha256, behavior.updated_at)
+        writer = StatusWriter(ctx)
+
+        # 3 tasks (1 success): below the configured min_tasks of 4.
+        await registry.record_tasks("team/a1", [(True, 1.0), (False, 1.0), (False, 1.0)])
+        ((_, few),) = await writer.agent_patches([_agent({"observedGeneration": 3})])
+        flags = {c["type"]: c for c in few["conditions"]}
+        assert (flags["Underperforming"]["status"], flags["Underperforming"]["reason"]) == (
+            "False",
+            "TooFewTasks",
+        )
+        # A 4th failure: 1/4 = 0.25 < 0.5 over 4 tasks. Flagged; still Ready.
+        await registry.record_tasks("team/a1", [(False, 1.0)])
+        ((_, low),) = await writer.agent_patches([_agent({"observedGeneration": 3, **few})])
+        flags = {c["type"]: c for c in low["conditions"]}
+        assert (flags["Underperforming"]["status"], flags["Underperforming"]["reason"]) == (
+            "True",
+            "LowSuccessRate",
+        )
+        assert "0.25 over 4 tasks of careful revision 1" in flags["Underperforming"]["message"]
+        assert flags["Ready"]["status"] == "True", "Underperforming never makes it not Ready"
+
+        # Judged on the current assignment: a new revision starts from zero.
+        better = await registry.create_behavior(
+            "careful", "coder", SCRIPT + " -- v2", namespace="team"
+        )
+        await registry.assign_behavior("team/a1", better.id, reason="spec")
+        ((_, fresh),) = await writer.agent_patches([_agent({"observedGeneration": 3, **low})])
+        flags = {c["type"]: c for c in fresh["conditions"]}
+        assert flags["Underperforming"]["reason"] == "TooFewTasks"
     finally:
         await registry.close()

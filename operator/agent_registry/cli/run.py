@@ -73,6 +73,21 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./agent-registry.db"
     help="Seconds between status write-backs (each object at most once per interval).",
 )
 @click.option(
+    "--underperforming-threshold",
+    type=click.FloatRange(min=0.0, max=1.0),
+    default=0.7,
+    show_default=True,
+    help="An Agent is Underperforming when its current assignment's success rate is below this "
+    "(over at least --underperforming-min-tasks tasks).",
+)
+@click.option(
+    "--underperforming-min-tasks",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Tasks the current assignment needs before an Agent can be flagged Underperforming.",
+)
+@click.option(
     "--delete-timeout",
     type=click.FloatRange(min=0),
     default=60.0,
@@ -109,6 +124,8 @@ def command(
     webhook_key: str | None,
     webhook_managed: bool | None,
     status_interval: float,
+    underperforming_threshold: float,
+    underperforming_min_tasks: int,
     delete_timeout: float,
     registry_url: str | None,
     peering: str | None,
@@ -143,6 +160,8 @@ def command(
         kubeconfig=kubeconfig,
         api_listen=None if no_api else api_listen,
         status_interval=status_interval,
+        underperforming_threshold=underperforming_threshold,
+        underperforming_min_tasks=underperforming_min_tasks,
         delete_timeout=delete_timeout,
         migrate=migrate,
         webhook=webhook,

@@ -20,7 +20,12 @@ from agent_registry.controller.context import ASSIGNED_BY, OperatorContext, cont
 from agent_registry.controller.events import post_event
 from agent_registry.controller.indexes import Key, ObjectState, one, state_of
 from agent_registry.controller.retrying import retry_on_outage
-from agent_registry.controller.status import AgentView, desired_agent_status, status_patch
+from agent_registry.controller.status import (
+    AgentView,
+    desired_agent_status,
+    status_patch,
+    underperforming_policy,
+)
 from agent_registry.controller.views import (
     ViewReader,
     agent_view,
@@ -215,6 +220,7 @@ async def agent_status(
         now=datetime.datetime.now(datetime.UTC),
         observed_generation=observed_generation,
         generation=agent.generation,
+        policy=underperforming_policy(ctx.config),
     )
 
 

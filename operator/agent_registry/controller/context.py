@@ -33,6 +33,9 @@ class OperatorConfig:
     migrate: bool = False
     webhook: bool = False
     webhook_managed: bool = True
+    # Underperforming condition: current assignment's success rate < threshold over >= min_tasks.
+    underperforming_threshold: float = 0.7
+    underperforming_min_tasks: int = 10
 
 
 @dataclass

@@ -20,6 +20,7 @@ PHASES = {"active": "Active", "paused": "Paused", "stopped": "Stopped"}
 BEHAVIOR_ASSIGNED = "BehaviorAssigned"
 BEHAVIOR_LOADED = "BehaviorLoaded"
 READY = "Ready"
+UNDERPERFORMING = "Underperforming"
 VALID = "Valid"
 LOAD_FAILED = "LoadFailed"
 # BehaviorLoaded/BehaviorAssigned reasons that mean "in flight": kstatus' Reconciling.
@@ -49,6 +50,20 @@ class AgentView:
     loaded_at: datetime | None = None
     stats: StatusDict = field(default_factory=dict)
     load_failure: LoadFailureView | None = None
+    # The open assignment's counters (the registry keeps them on the agent row).
+    current_tasks: int = 0
+    current_successes: int = 0
+
+
+@dataclass(frozen=True)
+class UnderperformingPolicy:
+    """When an agent is flagged Underperforming (`agentreg run --underperforming-*`): its
+    CURRENT assignment has at least `min_tasks` tasks and a success rate below `threshold`
+    (the registry's list_underperforming_agents rule; an agent switched to a good behavior is
+    judged on that behavior alone)."""
+
+    threshold: float = 0.7
+    min_tasks: int = 10
 
 
 @dataclass(frozen=True)
@@ -153,6 +168,48 @@ def loaded_condition(
     )
 
 
+def underperforming_policy(config: Any) -> UnderperformingPolicy:
+    """From OperatorConfig's underperforming_threshold / underperforming_min_tasks."""
+    default = UnderperformingPolicy()
+    return UnderperformingPolicy(
+        threshold=float(getattr(config, "underperforming_threshold", default.threshold)),
+        min_tasks=int(getattr(config, "underperforming_min_tasks", default.min_tasks)),
+    )
+
+
+def underperforming_condition(phase: str, view: AgentView, policy: UnderperformingPolicy) -> Cond:
+    """Informational: it never makes the agent not Ready. Messages carry numbers only when
+    True, so a healthy agent's condition does not change with every batch of tasks."""
+    assignment = view.assignment
+    if assignment is None:
+        return Cond(UNDERPERFORMING, "False", "NothingAssigned", "no behavior to judge")
+    if phase != "Active":
+        return Cond(UNDERPERFORMING, "False", "NotActive", f"agent is {phase.lower()}")
+    min_tasks = max(1, policy.min_tasks)
+    if view.current_tasks < min_tasks:
+        return Cond(
+            UNDERPERFORMING,
+            "False",
+            "TooFewTasks",
+            f"fewer than {min_tasks} tasks under the current assignment",
+        )
+    rate = view.current_successes / view.current_tasks
+    if rate < policy.threshold:
+        return Cond(
+            UNDERPERFORMING,
+            "True",
+            "LowSuccessRate",
+            f"success rate {rate:.2f} over {view.current_tasks} tasks of {assignment.name} "
+            f"revision {assignment.revision}, below {policy.threshold:g}",
+        )
+    return Cond(
+        UNDERPERFORMING,
+        "False",
+        "SuccessRateOk",
+        f"success rate of the current assignment is at least {policy.threshold:g}",
+    )
+
+
 def ready_condition(phase: str, assigned: Cond, loaded: Cond) -> Cond:
     if phase != "Active":
         return Cond(READY, "False", phase, f"agent is {phase.lower()}")
@@ -170,6 +227,7 @@ def desired_agent_status(
     now: datetime,
     observed_generation: int | None = None,
     generation: int | None = None,
+    policy: UnderperformingPolicy = UnderperformingPolicy(),
 ) -> StatusDict:
     """The status the agent should have. observedGeneration moves only when a handler
     reconciled the spec (it passes it); the write-back loop keeps the current one.
@@ -183,6 +241,7 @@ def desired_agent_status(
     assigned = assigned_condition(behavior_ref, view.assignment)
     loaded = loaded_condition(view.assignment, view.loaded_sha256, view.load_failure)
     ready = ready_condition(phase, assigned, loaded)
+    underperforming = underperforming_condition(phase, view, policy)
     # A refused script needs a new one from Git: stuck. A pending assignment or reload of an
     # active agent is in flight (a paused one is not expected to move).
     stalled = loaded if loaded.reason == LOAD_FAILED else None
@@ -221,7 +280,7 @@ def desired_agent_status(
         "stats": view.stats or None,
         "conditions": merge_conditions(
             current.get("conditions"),
-            [assigned, loaded, ready, *kstatus],
+            [assigned, loaded, ready, underperforming, *kstatus],
             now=now,
             observed_generation=observed,
             remove=absent,

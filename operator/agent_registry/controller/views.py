@@ -57,6 +57,8 @@ def agent_view(record: Any, assignment: AssignmentView | None) -> AgentView:
         loaded_at=record.loaded_at,
         stats=stats_from_record(record),
         load_failure=load_failure_view(record),
+        current_tasks=int(getattr(record, "current_tasks_completed", 0) or 0),
+        current_successes=int(getattr(record, "current_successes", 0) or 0),
     )
 
 

@@ -25,6 +25,7 @@ from agent_registry.controller.status import (
     desired_agent_status,
     desired_behavior_status,
     status_patch,
+    underperforming_policy,
 )
 from agent_registry.controller.views import ViewReader
 from agent_registry.resources.common import API_VERSION
@@ -57,6 +58,7 @@ class StatusWriter:
         self.ctx = ctx
         self.reader = ViewReader(ctx.registry)
         self.concurrency = concurrency
+        self.policy = underperforming_policy(ctx.config)
 
     async def agent_patches(self, agents: list[ObjectState]) -> list[Patch]:
         records = {r.agent_id: r for r in await self.ctx.registry.list_agents()}
@@ -73,6 +75,7 @@ class StatusWriter:
                 view=view,
                 now=now,
                 generation=agent.generation,
+                policy=self.policy,
             )
             changes = status_patch(agent.status, desired)
             if changes:
