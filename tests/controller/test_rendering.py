@@ -7,13 +7,14 @@ import json
 from agent_registry.controller.rendering import (
     BEHAVIOR_DIR,
     BehaviorSnapshot,
+    Manifest,
     Owner,
     render_configmap,
     render_deployment,
 )
 
 OWNER = Owner(name="coder-1", namespace="team-a", uid="1234-uid")
-TEMPLATE = {
+TEMPLATE: Manifest = {
     "metadata": {"labels": {"app": "coder"}},
     "spec": {
         "containers": [

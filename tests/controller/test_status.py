@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from agent_registry.controller.conditions import Cond, find, merge_conditions
+from agent_registry.controller.conditions import Cond, ConditionDict, find, merge_conditions
 from agent_registry.controller.status import (
     AgentView,
     AssignmentView,
@@ -59,6 +60,13 @@ def test_other_condition_types_are_kept() -> None:
     assert [c["type"] for c in removed] == ["Ready"]
 
 
+def _condition(status: dict[str, Any], type_: str) -> ConditionDict:
+    """The condition of that type in `status`; the test fails when there is none."""
+    found = find(status["conditions"], type_)
+    assert found is not None, f"no {type_} condition in {status.get('conditions')}"
+    return found
+
+
 def _view(
     loaded: str | None,
     *,
@@ -88,31 +96,31 @@ def test_ready_only_when_assigned_sha_is_loaded() -> None:
     pending = desired_agent_status(
         {}, behavior_ref="careful", view=_view(SHA_B), now=T0, observed_generation=4
     )
-    assert find(pending["conditions"], "BehaviorAssigned")["status"] == "True"
-    loaded = find(pending["conditions"], "BehaviorLoaded")
+    assert _condition(pending, "BehaviorAssigned")["status"] == "True"
+    loaded = _condition(pending, "BehaviorLoaded")
     assert loaded["status"] == "False"
     assert loaded["reason"] == "ReloadPending"
-    assert find(pending["conditions"], "Ready")["status"] == "False"
+    assert _condition(pending, "Ready")["status"] == "False"
     assert pending["observedGeneration"] == 4
     assert pending["behavior"]["sha256"] == SHA_A
     assert pending["behavior"]["assignedAt"] == "2026-01-01T12:00:00Z"
 
     done = desired_agent_status(pending, behavior_ref="careful", view=_view(SHA_A), now=T1)
-    assert find(done["conditions"], "BehaviorLoaded")["status"] == "True"
-    assert find(done["conditions"], "Ready")["status"] == "True"
+    assert _condition(done, "BehaviorLoaded")["status"] == "True"
+    assert _condition(done, "Ready")["status"] == "True"
     assert done["observedGeneration"] == 4, "the loop never moves observedGeneration"
     assert done["loadedBehavior"] == {"sha256": SHA_A, "loadedAt": "2026-01-01T12:05:00Z"}
 
 
 def test_deleted_behavior_unassigns_and_paused_is_not_ready() -> None:
     gone = desired_agent_status({}, behavior_ref="careful", view=_view(SHA_A, deleted=True), now=T0)
-    assigned = find(gone["conditions"], "BehaviorAssigned")
+    assigned = _condition(gone, "BehaviorAssigned")
     assert (assigned["status"], assigned["reason"]) == ("False", "BehaviorDeleted")
     paused = desired_agent_status(
         {}, behavior_ref="careful", view=_view(SHA_A, status="paused"), now=T0
     )
     assert paused["phase"] == "Paused"
-    ready = find(paused["conditions"], "Ready")
+    ready = _condition(paused, "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "Paused")
 
 
@@ -130,7 +138,7 @@ def test_no_patch_when_nothing_changed() -> None:
 def test_invalid_script_condition_quotes_line() -> None:
     cond = validity_condition(False, "behavior:3: unexpected symbol near 'end'", 3)
     status = desired_behavior_status({}, observed_generation=2, valid=cond, now=T0)
-    valid = find(status["conditions"], "Valid")
+    valid = _condition(status, "Valid")
     assert valid["status"] == "False"
     assert valid["message"] == "line 3: unexpected symbol near 'end'"
     assert status["revision"] is None
@@ -147,12 +155,12 @@ def test_refused_assigned_script_is_load_failed_with_lua_error_and_line() -> Non
     status = desired_agent_status(
         {}, behavior_ref="careful", view=_view(SHA_B, failure=refused), now=T0
     )
-    loaded = find(status["conditions"], "BehaviorLoaded")
+    loaded = _condition(status, "BehaviorLoaded")
     assert (loaded["status"], loaded["reason"]) == ("False", "LoadFailed")
     assert "line 3: unexpected symbol near 'end'" in loaded["message"]
     assert "revision 2" in loaded["message"]
     assert f"keeps running {SHA_B[:12]}" in loaded["message"]
-    ready = find(status["conditions"], "Ready")
+    ready = _condition(status, "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "LoadFailed")
     assert status["loadedBehavior"]["sha256"] == SHA_B, "the last good script still runs"
 
@@ -163,7 +171,7 @@ def test_a_failure_of_another_script_is_not_a_load_failure_of_this_one() -> None
     pending = desired_agent_status(
         {}, behavior_ref="careful", view=_view(None, failure=stale), now=T0
     )
-    assert find(pending["conditions"], "BehaviorLoaded")["reason"] == "NotLoaded"
+    assert _condition(pending, "BehaviorLoaded")["reason"] == "NotLoaded"
     # A confirmed load of the assigned script wins over any failure record.
     done = desired_agent_status(
         {},
@@ -171,7 +179,7 @@ def test_a_failure_of_another_script_is_not_a_load_failure_of_this_one() -> None
         view=_view(SHA_A, failure=LoadFailureView(SHA_A, "boom", 1)),
         now=T0,
     )
-    assert find(done["conditions"], "BehaviorLoaded")["status"] == "True"
+    assert _condition(done, "BehaviorLoaded")["status"] == "True"
 
 
 def test_load_failure_message_without_line_or_loaded_script() -> None:
@@ -179,7 +187,7 @@ def test_load_failure_message_without_line_or_loaded_script() -> None:
     status = desired_agent_status(
         {}, behavior_ref="careful", view=_view(None, failure=refused), now=T0
     )
-    loaded = find(status["conditions"], "BehaviorLoaded")
+    loaded = _condition(status, "BehaviorLoaded")
     assert loaded["reason"] == "LoadFailed"
     assert loaded["message"].endswith(": memory limit exceeded")
 
@@ -194,11 +202,9 @@ def _judged(tasks: int, successes: int, *, status: str = "active") -> AgentView:
     )
 
 
-def _underperforming(view: AgentView, policy: UnderperformingPolicy) -> dict[str, object]:
+def _underperforming(view: AgentView, policy: UnderperformingPolicy) -> ConditionDict:
     status = desired_agent_status({}, behavior_ref="careful", view=view, now=T0, policy=policy)
-    found = find(status["conditions"], "Underperforming")
-    assert found is not None
-    return found
+    return _condition(status, "Underperforming")
 
 
 def test_underperforming_needs_min_tasks_and_a_rate_below_threshold() -> None:
@@ -221,8 +227,8 @@ def test_underperforming_does_not_touch_ready_and_skips_unjudgeable_agents() -> 
     status = desired_agent_status(
         {}, behavior_ref="careful", view=_judged(20, 0), now=T0, policy=UnderperformingPolicy()
     )
-    assert find(status["conditions"], "Underperforming")["status"] == "True"
-    assert find(status["conditions"], "Ready")["status"] == "True"
+    assert _condition(status, "Underperforming")["status"] == "True"
+    assert _condition(status, "Ready")["status"] == "True"
     paused = _underperforming(_judged(20, 0, status="paused"), UnderperformingPolicy())
     assert (paused["status"], paused["reason"]) == ("False", "NotActive")
     unassigned = AgentView(status="active", assignment=None, current_tasks=20)

@@ -14,8 +14,14 @@ def test_a_watch_sees_an_update(kube_cluster: KubeCluster, namespace: str) -> No
     kube_cluster.kubectl(
         "create", "configmap", "watched", "-n", namespace, "--from-literal=color=red"
     )
-    api = client.CoreV1Api(config.new_client_from_config(config_file=kube_cluster.kubeconfig))
-    start = api.read_namespaced_config_map("watched", namespace).metadata.resource_version
+    # kubernetes ships py.typed, but its config and watch modules are unannotated.
+    api_client = config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=kube_cluster.kubeconfig
+    )
+    api = client.CoreV1Api(api_client)
+    metadata = api.read_namespaced_config_map("watched", namespace).metadata
+    assert metadata is not None
+    start = metadata.resource_version
 
     kube_cluster.kubectl(
         "patch",
@@ -28,9 +34,9 @@ def test_a_watch_sees_an_update(kube_cluster: KubeCluster, namespace: str) -> No
         '{"data": {"color": "blue"}}',
     )
 
-    seen = []
-    stream = watch.Watch()
-    for event in stream.stream(
+    seen: list[tuple[str, dict[str, str] | None]] = []
+    stream = watch.Watch()  # type: ignore[no-untyped-call]
+    for event in stream.stream(  # type: ignore[no-untyped-call]
         api.list_namespaced_config_map,
         namespace,
         resource_version=start,
@@ -39,5 +45,5 @@ def test_a_watch_sees_an_update(kube_cluster: KubeCluster, namespace: str) -> No
     ):
         seen.append((event["type"], event["object"].data))
         if event["type"] == "MODIFIED":
-            stream.stop()
+            stream.stop()  # type: ignore[no-untyped-call]
     assert seen == [("MODIFIED", {"color": "blue"})]

@@ -55,13 +55,16 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
 def operator_container(manifests: list[Manifest]) -> dict[str, Any]:
     pod = one(manifests, "Deployment")["spec"]["template"]["spec"]
     (container,) = [c for c in pod["containers"] if c["name"] == "operator"]
+    assert isinstance(container, dict), container
     return container
 
 
 def flag(container: dict[str, Any], name: str) -> str:
     values = [a.split("=", 1)[1] for a in container["args"] if a.startswith(f"{name}=")]
     assert len(values) == 1, (name, container["args"])
-    return values[0]
+    (value,) = values
+    assert isinstance(value, str), (name, value)
+    return value
 
 
 @pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import urllib.request
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,22 @@ def get(cluster: Any, namespace: str, kind: str, name: str) -> dict[str, Any] | 
     return json.loads(done.stdout) if done.returncode == 0 else None
 
 
+def get_when(
+    cluster: Any,
+    namespace: str,
+    kind: str,
+    name: str,
+    ready: Callable[[dict[str, Any]], object],
+) -> Callable[[], dict[str, Any] | None]:
+    """A wait_for probe: the object once it exists and `ready(object)` is truthy, else None."""
+
+    def probe() -> dict[str, Any] | None:
+        obj = get(cluster, namespace, kind, name)
+        return obj if obj and ready(obj) else None
+
+    return probe
+
+
 def test_operator_works_with_the_chart_service_account_token(
     kube_cluster: Any,
     namespace: str,
@@ -61,10 +78,12 @@ def test_operator_works_with_the_chart_service_account_token(
         diagnose = operator.log_tail
 
         behavior = wait_for(
-            lambda: (
-                (b := get(kube_cluster, namespace, "agentbehavior", "careful"))
-                and condition_is(b, "Valid", "True")
-                and b
+            get_when(
+                kube_cluster,
+                namespace,
+                "agentbehavior",
+                "careful",
+                lambda b: condition_is(b, "Valid", "True"),
             ),
             timeout=90,
             what="AgentBehavior careful Valid=True",
@@ -73,10 +92,12 @@ def test_operator_works_with_the_chart_service_account_token(
         assert argo_health("health-agentbehavior.lua", behavior)[0] == "Healthy"
 
         agent = wait_for(
-            lambda: (
-                (a := get(kube_cluster, namespace, "agent", "coder-1"))
-                and ((a.get("status") or {}).get("behavior") or {}).get("sha256")
-                and a
+            get_when(
+                kube_cluster,
+                namespace,
+                "agent",
+                "coder-1",
+                lambda a: ((a.get("status") or {}).get("behavior") or {}).get("sha256"),
             ),
             timeout=90,
             what="Agent coder-1 assigned a behavior",
@@ -113,10 +134,12 @@ def test_operator_works_with_the_chart_service_account_token(
 
         # The confirmation reaches status (patch on agents/status): GitOps health turns Healthy.
         agent = wait_for(
-            lambda: (
-                (a := get(kube_cluster, namespace, "agent", "coder-1"))
-                and argo_health("health-agent.lua", a)[0] == "Healthy"
-                and a
+            get_when(
+                kube_cluster,
+                namespace,
+                "agent",
+                "coder-1",
+                lambda a: argo_health("health-agent.lua", a)[0] == "Healthy",
             ),
             timeout=90,
             what="Agent coder-1 Healthy for Argo CD",
