@@ -32,6 +32,15 @@ from agent_registry.controller.views import (
     assignment_view,
     open_assignment,
 )
+from agent_registry.registry import (
+    AgentAlreadyRegistered,
+    AgentNotFound,
+    AgentRecord,
+    AssignmentRecord,
+    BehaviorNotFound,
+    BehaviorRecord,
+    RegistryUnavailable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +52,8 @@ def agent_id_of(namespace: str, name: str) -> str:
     return f"{namespace}/{name}"
 
 
-async def ensure_registered(ctx: OperatorContext, agent: ObjectState) -> Any:
+async def ensure_registered(ctx: OperatorContext, agent: ObjectState) -> AgentRecord:
     """The agent's registry record, registering it or reactivating a stopped one."""
-    from agent_registry.registry import AgentAlreadyRegistered, AgentNotFound
-
     registry = ctx.registry
     agent_id = agent_id_of(agent.namespace, agent.name)
     try:
@@ -81,11 +88,11 @@ def behavior_limits(behavior_state: ObjectState | None) -> dict[str, int]:
 async def assign_and_render(
     ctx: OperatorContext,
     agent: ObjectState,
-    behavior: Any,
+    behavior: BehaviorRecord,
     *,
     limits: dict[str, int],
     trust_status: bool = False,
-) -> tuple[str | None, Any | None]:
+) -> tuple[str | None, AssignmentRecord | None]:
     """Assign `behavior` (its current revision) and apply the agent's ConfigMap.
 
     Returns the assignment reason when the assignment changed (for an Event), else None, and
@@ -149,7 +156,7 @@ async def apply_workload(ctx: OperatorContext, agent: ObjectState) -> None:
 
 @dataclass(frozen=True)
 class SyncResult:
-    record: Any
+    record: AgentRecord
     reason: str | None  # of a new assignment, None when it did not change
     view: AgentView | None  # when known without another registry read
 
@@ -162,8 +169,6 @@ async def sync_agent(
     workload: bool,
 ) -> SyncResult:
     """Registry + ConfigMap (+ Deployment when `workload`)."""
-    from agent_registry.registry import BehaviorNotFound
-
     async with ctx.agent_lock(agent_id_of(agent.namespace, agent.name)):
         record = await ensure_registered(ctx, agent)
         reason = None
@@ -260,8 +265,6 @@ async def delete_agent(
     While the registry is down the finalizer retries; after `delete_timeout` it lets the
     Agent go and records that the registry still shows it active (an Event and a log line).
     """
-    from agent_registry.registry import AgentNotFound, RegistryUnavailable
-
     ctx = context_of(memo)
     agent = state_of("Agent", body)
     agent_id = agent_id_of(agent.namespace, agent.name)
@@ -287,7 +290,7 @@ async def reload_agents(
     ctx: OperatorContext,
     agents: list[ObjectState],
     behavior_state: ObjectState | None,
-    behavior: Any,
+    behavior: BehaviorRecord,
     *,
     concurrency: int = 16,
 ) -> None:
@@ -297,8 +300,6 @@ async def reload_agents(
     This is the hot-reload latency path, so it does the least per agent: one assignment and one
     ConfigMap apply. Status follows from the write-back loop, Events after every ConfigMap.
     """
-    from agent_registry.registry import AgentNotFound
-
     semaphore = asyncio.Semaphore(concurrency)
     limits = behavior_limits(behavior_state)
     reasons: dict[str, str] = {}

@@ -20,6 +20,8 @@ from agent_registry.controller.status import (
     status_patch,
     validity_condition,
 )
+from agent_registry.lua import Limits, validate_script
+from agent_registry.registry import BehaviorNotFound, RegistryUnavailable
 
 # How long a behavior waits for its parentRef to be registered before it is stored without
 # lineage (the parent may be invalid or missing for good).
@@ -34,8 +36,6 @@ _LIMIT_FIELDS = {
 
 def sandbox_limits(limits: Mapping[str, Any] | None) -> Any:
     """agent_registry.lua.Limits from spec.limits (omitted keys keep the sandbox defaults)."""
-    from agent_registry.lua import Limits
-
     given = {_LIMIT_FIELDS[k]: int(v) for k, v in (limits or {}).items() if k in _LIMIT_FIELDS}
     return Limits(**given)
 
@@ -43,8 +43,6 @@ def sandbox_limits(limits: Mapping[str, Any] | None) -> Any:
 async def validate(spec: Mapping[str, Any]) -> Any:
     """ValidationResult(ok, error, line). Runs in a thread: a dry run is CPU work that must not
     stall the event loop (the sandbox bounds it)."""
-    from agent_registry.lua import validate_script
-
     script = str((spec.get("lua") or {}).get("script") or "")
     return await asyncio.to_thread(validate_script, script, sandbox_limits(spec.get("limits")))
 
@@ -73,8 +71,6 @@ async def reconcile_behavior(
     **_: Any,
 ) -> None:
     """create / update / resume of an AgentBehavior."""
-    from agent_registry.registry import BehaviorNotFound
-
     ctx = context_of(memo)
     behavior = state_of("AgentBehavior", body)
     now = datetime.datetime.now(datetime.UTC)
@@ -158,8 +154,6 @@ async def delete_behavior(
     **_: Any,
 ) -> None:
     """Keep the behavior's history in the registry, mark it deleted; its agents lose it."""
-    from agent_registry.registry import BehaviorNotFound, RegistryUnavailable
-
     ctx = context_of(memo)
     behavior = state_of("AgentBehavior", body)
     try:

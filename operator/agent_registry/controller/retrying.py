@@ -10,6 +10,7 @@ from typing import ParamSpec, TypeVar
 import kopf
 
 from agent_registry.controller.kubeapi import KubeUnavailable
+from agent_registry.registry import RegistryUnavailable
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -20,8 +21,6 @@ RETRY_DELAY_SECONDS = 5.0
 def retry_on_outage(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        from agent_registry.registry import RegistryUnavailable
-
         try:
             return await fn(*args, **kwargs)
         except (RegistryUnavailable, KubeUnavailable) as exc:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agent_registry.controller.status import (
     AgentView,
@@ -11,22 +11,27 @@ from agent_registry.controller.status import (
     LoadFailureView,
     stats_from_record,
 )
+from agent_registry.registry import (
+    AgentRecord,
+    AssignmentRecord,
+    BehaviorNotFound,
+    BehaviorRecord,
+    NoBehaviorAssigned,
+    RegistryService,
+)
 
-if TYPE_CHECKING:
-    from agent_registry.registry import RegistryService
 
-
-async def open_assignment(registry: RegistryService, agent_id: str) -> Any | None:
+async def open_assignment(registry: RegistryService, agent_id: str) -> AssignmentRecord | None:
     """The agent's current assignment, or None."""
-    from agent_registry.registry import NoBehaviorAssigned
-
     try:
         return await registry.current_assignment(agent_id)
     except NoBehaviorAssigned:
         return None
 
 
-def assignment_view(assignment: Any, behavior: Any | None) -> AssignmentView:
+def assignment_view(
+    assignment: AssignmentRecord, behavior: BehaviorRecord | None
+) -> AssignmentView:
     return AssignmentView(
         name=behavior.name if behavior is not None else str(assignment.behavior_id),
         revision=assignment.behavior_revision,
@@ -38,7 +43,7 @@ def assignment_view(assignment: Any, behavior: Any | None) -> AssignmentView:
     )
 
 
-def load_failure_view(record: Any) -> LoadFailureView | None:
+def load_failure_view(record: AgentRecord) -> LoadFailureView | None:
     sha256 = getattr(record, "load_failed_sha256", None)
     if sha256 is None:
         return None
@@ -49,7 +54,7 @@ def load_failure_view(record: Any) -> LoadFailureView | None:
     )
 
 
-def agent_view(record: Any, assignment: AssignmentView | None) -> AgentView:
+def agent_view(record: AgentRecord, assignment: AssignmentView | None) -> AgentView:
     return AgentView(
         status=record.status,
         assignment=assignment,
@@ -70,15 +75,13 @@ class ViewReader:
         self._registry = registry
         # agent_id -> (what identifies the assignment, the assignment row)
         self._assignments: dict[str, tuple[tuple[Any, ...], Any]] = {}
-        self._behaviors: dict[uuid.UUID, Any] = {}
+        self._behaviors: dict[uuid.UUID, BehaviorRecord | None] = {}
 
     def forget_behaviors(self) -> None:
         """Behaviors are re-read once per tick (revision and deletion change)."""
         self._behaviors.clear()
 
-    async def behavior(self, behavior_id: uuid.UUID) -> Any | None:
-        from agent_registry.registry import BehaviorNotFound
-
+    async def behavior(self, behavior_id: uuid.UUID) -> BehaviorRecord | None:
         if behavior_id not in self._behaviors:
             try:
                 self._behaviors[behavior_id] = await self._registry.get_behavior(behavior_id)
@@ -86,7 +89,7 @@ class ViewReader:
                 self._behaviors[behavior_id] = None
         return self._behaviors[behavior_id]
 
-    async def view(self, record: Any) -> AgentView:
+    async def view(self, record: AgentRecord) -> AgentView:
         if record.behavior_id is None:
             return agent_view(record, None)
         behavior = await self.behavior(record.behavior_id)

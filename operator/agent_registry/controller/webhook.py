@@ -20,6 +20,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from agent_registry.controller.behaviors import sandbox_limits
+from agent_registry.controller.status import describe_lua_error
+from agent_registry.lua import validate_script
+
 WEBHOOK_CONFIGURATION = "agent-registry.agents.singularity.dev"
 
 
@@ -86,16 +90,11 @@ def webhook_server(
 
 
 def rejection_message(error: str | None, line: int | None) -> str:
-    from agent_registry.controller.status import describe_lua_error
-
     return f"spec.lua.script is not a valid behavior: {describe_lua_error(error, line)}"
 
 
 def validate_behavior(spec: Mapping[str, Any], **_: Any) -> None:
     """Admission: refuse a script that would be marked Valid=False."""
-    from agent_registry.controller.behaviors import sandbox_limits
-    from agent_registry.lua import validate_script
-
     script = str((spec.get("lua") or {}).get("script") or "")
     result = validate_script(script, sandbox_limits(spec.get("limits")))
     if not result.ok:
