@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from agent_registry.registry.records import BehaviorChanged
+from agent_registry.registry.records import AssignmentRecord, BehaviorChanged
 
 
 class ChangeHub:
@@ -37,9 +37,20 @@ class ChangeHub:
             self._queues.discard(queue)
 
 
+def behavior_changed(assignment: AssignmentRecord, *, reason: str | None = None) -> BehaviorChanged:
+    """The event announcing `assignment` (its own reason unless `reason` is given)."""
+    return BehaviorChanged(
+        agent_id=assignment.agent_id,
+        behavior_id=assignment.behavior_id,
+        revision=assignment.behavior_revision,
+        script_sha256=assignment.script_sha256,
+        reason=reason or assignment.reason or "",
+    )
+
+
 async def _drain(queue: asyncio.Queue[BehaviorChanged]) -> AsyncIterator[BehaviorChanged]:
     while True:
         yield await queue.get()
 
 
-__all__ = ["ChangeHub"]
+__all__ = ["ChangeHub", "behavior_changed"]

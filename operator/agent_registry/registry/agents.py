@@ -1,0 +1,192 @@
+"""Agents: registration, status and identity, and the agent queries (lists, the
+underperforming agents). The implementation behind RegistryService's agent methods."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import and_, func, insert, literal_column, select, update
+from sqlalchemy.exc import IntegrityError
+
+from agent_registry.registry.errors import AgentAlreadyRegistered, AgentNotFound, InvalidStatus
+from agent_registry.registry.models import AGENTS, ASSIGNMENTS, utcnow
+from agent_registry.registry.records import STATUSES, AgentRecord, UnderperformingAgent
+from agent_registry.registry.rows import agent_record, agent_row, open_assignment_record
+from agent_registry.registry.transactions import Database
+
+_A = AGENTS
+_S = ASSIGNMENTS
+
+_COMPUTED = {"success_rate", "avg_response_time_ms"}
+
+
+def check_status(status: str) -> None:
+    if status not in STATUSES:
+        raise InvalidStatus(status)
+
+
+def _in_namespace(namespace: str) -> Any:
+    """agent_ids of a namespace are "<ns>/<name>". A prefix comparison with substr, not a
+    range or LIKE: correct under any collation and needs no wildcard escaping."""
+    prefix = f"{namespace}/"
+    return func.substr(_A.c.agent_id, 1, len(prefix)) == prefix
+
+
+async def register_agent(
+    db: Database, agent_id: str, role: str, name: str | None, created_by: str
+) -> AgentRecord:
+    now = utcnow()
+    async with db.write("register_agent") as conn:
+        existing = (
+            await conn.execute(db.for_update(select(_A.c.status).where(_A.c.agent_id == agent_id)))
+        ).first()
+        if existing is None:
+            try:
+                async with conn.begin_nested():
+                    await conn.execute(
+                        insert(_A).values(
+                            id=uuid.uuid4(),
+                            agent_id=agent_id,
+                            agent_role=role,
+                            agent_name=name,
+                            status="active",
+                            created_by=created_by,
+                            inserted_at=now,
+                            updated_at=now,
+                        )
+                    )
+            except IntegrityError as error:  # registered concurrently
+                raise AgentAlreadyRegistered(agent_id, "active") from error
+        elif existing.status != "stopped":
+            raise AgentAlreadyRegistered(agent_id, existing.status)
+        else:
+            await conn.execute(
+                update(_A)
+                .where(_A.c.agent_id == agent_id)
+                .values(status="active", agent_role=role, agent_name=name, updated_at=now)
+            )
+        return agent_record(await agent_row(db, conn, agent_id))
+
+
+async def set_status(db: Database, agent_id: str, status: str) -> AgentRecord:
+    check_status(status)
+    async with db.write("set_status") as conn:
+        result = await conn.execute(
+            update(_A).where(_A.c.agent_id == agent_id).values(status=status, updated_at=utcnow())
+        )
+        if result.rowcount == 0:
+            raise AgentNotFound(agent_id)
+        return agent_record(await agent_row(db, conn, agent_id))
+
+
+async def update_agent(
+    db: Database, agent_id: str, role: str | None, name: str | None, notes: str | None
+) -> AgentRecord:
+    values: dict[str, Any] = {}
+    if role is not None:
+        values["agent_role"] = role
+    if name is not None:
+        values["agent_name"] = name
+    if notes is not None:
+        values["notes"] = notes
+    async with db.write("update_agent") as conn:
+        if values:
+            values["updated_at"] = utcnow()
+            result = await conn.execute(
+                update(_A).where(_A.c.agent_id == agent_id).values(**values)
+            )
+            if result.rowcount == 0:
+                raise AgentNotFound(agent_id)
+        return agent_record(await agent_row(db, conn, agent_id))
+
+
+async def get_by_agent_id(db: Database, agent_id: str) -> AgentRecord:
+    async with db.read("get_by_agent_id") as conn:
+        return agent_record(await agent_row(db, conn, agent_id))
+
+
+async def list_active_agents(db: Database) -> list[AgentRecord]:
+    stmt = (
+        select(_A).where(_A.c.status == "active").order_by(_A.c.inserted_at.desc(), _A.c.agent_id)
+    )
+    async with db.read("list_active_agents") as conn:
+        return [agent_record(row) for row in await conn.execute(stmt)]
+
+
+async def list_agents_by_role(db: Database, role: str) -> list[AgentRecord]:
+    stmt = (
+        select(_A).where(_A.c.agent_role == role, _A.c.status == "active").order_by(_A.c.agent_id)
+    )
+    async with db.read("list_agents_by_role") as conn:
+        return [agent_record(row) for row in await conn.execute(stmt)]
+
+
+async def list_agents(db: Database, namespace: str | None, status: str | None) -> list[AgentRecord]:
+    stmt = select(_A).order_by(_A.c.agent_id)
+    if namespace is not None:
+        stmt = stmt.where(_in_namespace(namespace))
+    if status is not None:
+        check_status(status)
+        stmt = stmt.where(_A.c.status == status)
+    async with db.read("list_agents") as conn:
+        return [agent_record(row) for row in await conn.execute(stmt)]
+
+
+async def list_underperforming_agents(
+    db: Database, threshold: float, min_tasks: int, limit: int | None
+) -> list[UnderperformingAgent]:
+    min_tasks = max(1, min_tasks)
+    rate = (_A.c.current_successes * literal_column("1.0")) / _A.c.current_tasks_completed
+    # Rank on the agent table alone (its row holds the open assignment's counters), then
+    # join the few flagged agents to their open assignment rows.
+    flagged = (
+        select(
+            _A.c.agent_id,
+            rate.label("rate"),
+            _A.c.current_tasks_completed.label("judged_tasks"),
+        )
+        .where(
+            _A.c.status == "active",
+            _A.c.behavior_id.is_not(None),
+            _A.c.current_tasks_completed >= min_tasks,
+            rate < threshold,
+        )
+        .order_by(rate.asc(), _A.c.current_tasks_completed.desc(), _A.c.agent_id)
+    )
+    if limit is not None:
+        flagged = flagged.limit(max(0, limit))
+    ranked = flagged.subquery("flagged")
+    assignment_cols = [c.label(f"s_{c.name}") for c in _S.c]
+    stmt = (
+        select(_A, *assignment_cols)
+        .join(ranked, ranked.c.agent_id == _A.c.agent_id)
+        .join(_S, and_(_S.c.agent_id == _A.c.agent_id, _S.c.unassigned_at.is_(None)))
+        .order_by(ranked.c.rate.asc(), ranked.c.judged_tasks.desc(), _A.c.agent_id)
+    )
+    async with db.read("list_underperforming_agents") as conn:
+        rows = (await conn.execute(stmt)).all()
+    result = []
+    for row in rows:
+        data = dict(row._mapping)
+        stored = {c.name: data.pop(f"s_{c.name}") for c in _S.c}
+        assignment = open_assignment_record(stored, data)
+        result.append(
+            UnderperformingAgent.model_validate(
+                {**agent_record(data).model_dump(exclude=_COMPUTED), "assignment": assignment}
+            )
+        )
+    return result
+
+
+__all__ = [
+    "check_status",
+    "get_by_agent_id",
+    "list_active_agents",
+    "list_agents",
+    "list_agents_by_role",
+    "list_underperforming_agents",
+    "register_agent",
+    "set_status",
+    "update_agent",
+]

@@ -1,0 +1,52 @@
+"""The registry's database handle: its engine, one transaction per operation (outages
+translated, see outages.py), row locks where the dialect has them, and on PostgreSQL the
+record_tasks fast path (see pgfast.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from agent_registry.registry import hotpath
+from agent_registry.registry.engine import WRITE_OPTION
+from agent_registry.registry.outages import translated_errors
+from agent_registry.registry.pgfast import PgFastPath
+
+
+class Database:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._writer = engine.execution_options(**{WRITE_OPTION: True})
+        self.dialect: str = engine.dialect.name
+        self.fast: PgFastPath | None = None
+        if self.dialect == "postgresql":
+            # As many hot-path connections as the engine's pool has (its own, see pgfast.py).
+            size = getattr(engine.pool, "size", lambda: 10)()
+            self.fast = PgFastPath(engine, size=max(int(size), 1))
+            self.plain_sql = self.fast.compile(hotpath.PLAIN)
+            self.batched_sql = self.fast.compile(hotpath.POSTGRES_BATCHED)
+
+    async def close(self) -> None:
+        if self.fast is not None:
+            await self.fast.close()
+        await self.engine.dispose()
+
+    @asynccontextmanager
+    async def write(self, operation: str) -> AsyncIterator[AsyncConnection]:
+        async with translated_errors(operation), self._writer.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def read(self, operation: str) -> AsyncIterator[AsyncConnection]:
+        async with translated_errors(operation), self.engine.connect() as conn:
+            yield conn
+
+    def for_update(self, stmt: Any) -> Any:
+        # SQLite has no row locks: its write transactions (BEGIN IMMEDIATE) are serialized.
+        return stmt.with_for_update() if self.dialect == "postgresql" else stmt
+
+
+__all__ = ["Database"]
