@@ -26,6 +26,9 @@ class ObjectState:
     generation: int | None
     spec: dict[str, Any]
     status: dict[str, Any]
+    # What the status was computed from: the write-back loop patches only this version, so
+    # a status computed from a stale snapshot never overwrites a handler's newer verdict.
+    resource_version: str | None = None
 
     @property
     def behavior_ref(self) -> str | None:
@@ -60,6 +63,7 @@ def state_of(kind: str, body: Mapping[str, Any]) -> ObjectState:
         generation=metadata.get("generation"),
         spec=_plain(body.get("spec") or {}),
         status=_plain(body.get("status") or {}),
+        resource_version=metadata.get("resourceVersion"),
     )
 
 

@@ -46,13 +46,25 @@ class Kube(KubeClient):
         return await self.request("GET", object_path(api_version, plural, namespace, name))
 
     async def patch_status(
-        self, api_version: str, plural: str, namespace: str, name: str, status: Manifest
+        self,
+        api_version: str,
+        plural: str,
+        namespace: str,
+        name: str,
+        status: Manifest,
+        *,
+        resource_version: str | None = None,
     ) -> Manifest | None:
-        """Merge-patch the status subresource; None when the object is gone."""
+        """Merge-patch the status subresource; None when the object is gone.
+
+        With `resource_version` the patch applies only to that version of the object (the
+        apiserver answers 409 Conflict otherwise, raised as KubeError).
+        """
         path = object_path(api_version, plural, namespace, name) + "/status"
-        return await self.request(
-            "PATCH", path, {"status": status}, content_type="application/merge-patch+json"
-        )
+        body: Manifest = {"status": status}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
+        return await self.request("PATCH", path, body, content_type="application/merge-patch+json")
 
     async def post_event(
         self, involved: Manifest, *, type_: str, reason: str, message: str

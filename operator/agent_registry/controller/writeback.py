@@ -118,11 +118,27 @@ class StatusWriter:
             plural = "agents" if state.kind == "Agent" else "agentbehaviors"
             async with semaphore:
                 try:
+                    # Only onto the version the status was computed from: a handler may have
+                    # written a newer verdict (e.g. Valid after a fixed script) meanwhile, which
+                    # this loop cannot recompute and must not overwrite. The next tick reads
+                    # the new version from the index.
                     await self.ctx.kube.patch_status(
-                        API_VERSION, plural, state.namespace, state.name, changes
+                        API_VERSION,
+                        plural,
+                        state.namespace,
+                        state.name,
+                        changes,
+                        resource_version=state.resource_version,
                     )
                 except KubeError as exc:
-                    logger.warning(f"status of {state.kind} {state.namespace}/{state.name}: {exc}")
+                    if exc.status == 409:
+                        logger.debug(
+                            f"{state.kind} {state.namespace}/{state.name} changed; next tick"
+                        )
+                    else:
+                        logger.warning(
+                            f"status of {state.kind} {state.namespace}/{state.name}: {exc}"
+                        )
                     return
             written += 1
             if state.kind == "Agent" and _loaded_now(state, changes):
