@@ -14,9 +14,8 @@ import pytest
 import yaml
 
 from agent_registry.runtime.backoff import Backoff
-from agent_registry.runtime.bundle import BehaviorBundle
 from agent_registry.runtime.configmap_source import ConfigMapWatchSource, make_api_client
-from runtime.waiting import wait_until_sync
+from runtime.waiting import Collector, wait_until_sync
 
 pytestmark = pytest.mark.kube
 
@@ -28,21 +27,6 @@ def data(version: int) -> dict[str, str]:
         "behavior.lua": f"-- v{version}\nfunction on_task() return {version} end\n",
         "behavior.json": json.dumps({"name": "b", "namespace": "x", "revision": version}),
     }
-
-
-class Collector:
-    def __init__(self) -> None:
-        self.bundles: list[BehaviorBundle] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, bundle: BehaviorBundle) -> None:
-        with self.lock:
-            self.bundles.append(bundle)
-
-    @property
-    def revisions(self) -> list[int | None]:
-        with self.lock:
-            return [b.revision for b in self.bundles]
 
 
 @pytest.fixture

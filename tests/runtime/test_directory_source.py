@@ -12,28 +12,13 @@ import pytest
 from agent_registry.runtime.bundle import BehaviorBundle
 from agent_registry.runtime.directory_source import DirectorySource
 from agent_registry.runtime.kubelet_volume import write_configmap_volume
-from runtime.waiting import wait_until_sync
+from runtime.waiting import Collector, wait_until_sync
 
 
 def payload(version: int) -> dict[str, str]:
     script = f"-- version {version}\nfunction on_task(task, ctx) return {version} end\n"
     meta = {"name": "b", "namespace": "ns", "revision": version}
     return {"behavior.lua": script, "behavior.json": json.dumps(meta)}
-
-
-class Collector:
-    def __init__(self) -> None:
-        self.bundles: list[BehaviorBundle] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, bundle: BehaviorBundle) -> None:
-        with self.lock:
-            self.bundles.append(bundle)
-
-    @property
-    def revisions(self) -> list[int | None]:
-        with self.lock:
-            return [b.revision for b in self.bundles]
 
 
 @pytest.fixture(params=["inotify", "poll"])
