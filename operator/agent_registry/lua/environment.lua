@@ -464,28 +464,19 @@ local function gsub(s, p, repl, n)
   return s_gsub(s, p, repl, n)
 end
 
-local s_upper, s_lower, s_reverse = string.upper, string.lower, string.reverse
-
-local function upper(s)
-  if type(s) == "string" then
-    charge(s_len(s))
+-- One pass over the string in C: charged by its length before the call.
+local function charged_by_length(fn)
+  return function(s)
+    if type(s) == "string" then
+      charge(s_len(s))
+    end
+    return fn(s)
   end
-  return s_upper(s)
 end
 
-local function lower(s)
-  if type(s) == "string" then
-    charge(s_len(s))
-  end
-  return s_lower(s)
-end
-
-local function reverse(s)
-  if type(s) == "string" then
-    charge(s_len(s))
-  end
-  return s_reverse(s)
-end
+local upper = charged_by_length(string.upper)
+local lower = charged_by_length(string.lower)
+local reverse = charged_by_length(string.reverse)
 
 local function sub(s, i, j)
   local r = s_sub(s, i, j)
