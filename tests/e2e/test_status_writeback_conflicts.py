@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from agent_registry.controller.context import OperatorConfig, OperatorContext
-from agent_registry.controller.indexes import state_of
+from agent_registry.controller.indexes import ObjectState, state_of
 from agent_registry.controller.kubeapi import Kube
 from agent_registry.controller.writeback import StatusWriter
 from e2e.conftest import Kubectl, condition
@@ -44,6 +44,24 @@ def _valid(status: str, generation: int) -> dict[str, Any]:
         "lastTransitionTime": "2026-01-01T00:00:00Z",
         "observedGeneration": generation,
     }
+
+
+def write(kubeconfig: str, state: ObjectState, changes: dict[str, Any]) -> int:
+    """The status loop's write step alone, against the real apiserver (no registry needed)."""
+
+    async def run() -> int:
+        kube = Kube.from_kubeconfig(kubeconfig)
+        try:
+            ctx = OperatorContext(
+                config=OperatorConfig(database_url="sqlite+aiosqlite://", registry_url="http://x"),
+                registry=None,  # type: ignore[arg-type]  # write() needs only the apiserver
+                kube=kube,
+            )
+            return await StatusWriter(ctx).write([(state, changes)])
+        finally:
+            await kube.close()
+
+    return asyncio.run(run())
 
 
 def test_a_patch_from_a_stale_snapshot_is_refused(kubectl: Kubectl, kubeconfig: str) -> None:
@@ -75,39 +93,14 @@ def test_a_patch_from_a_stale_snapshot_is_refused(kubectl: Kubectl, kubeconfig: 
         json.dumps(newer),
     )
 
-    async def write_stale() -> int:
-        kube = Kube.from_kubeconfig(kubeconfig)
-        try:
-            ctx = OperatorContext(
-                config=OperatorConfig(database_url="sqlite+aiosqlite://", registry_url="http://x"),
-                registry=None,  # type: ignore[arg-type]  # write() needs only the apiserver
-                kube=kube,
-            )
-            changes = {"conditions": [_valid("False", 1)], "agentCount": 0}
-            return await StatusWriter(ctx).write([(snapshot, changes)])
-        finally:
-            await kube.close()
-
-    assert asyncio.run(write_stale()) == 0, "the stale patch must not be written"
+    changes = {"conditions": [_valid("False", 1)], "agentCount": 0}
+    assert write(kubeconfig, snapshot, changes) == 0, "the stale patch must not be written"
     current = kubectl.get("agentbehavior", "racy")
     valid = condition(current, "Valid")
     assert valid is not None
     assert valid["status"] == "True", "the handler's newer verdict survives"
 
-    # Computed from the current version, the same patch goes through.
+    # A patch computed from the current version goes through.
     fresh = state_of("AgentBehavior", current or {})
-
-    async def write_fresh() -> int:
-        kube = Kube.from_kubeconfig(kubeconfig)
-        try:
-            ctx = OperatorContext(
-                config=OperatorConfig(database_url="sqlite+aiosqlite://", registry_url="http://x"),
-                registry=None,  # type: ignore[arg-type]
-                kube=kube,
-            )
-            return await StatusWriter(ctx).write([(fresh, {"agentCount": 0})])
-        finally:
-            await kube.close()
-
-    assert asyncio.run(write_fresh()) == 1
+    assert write(kubeconfig, fresh, {"agentCount": 0}) == 1
     assert (kubectl.get("agentbehavior", "racy") or {})["status"]["agentCount"] == 0
