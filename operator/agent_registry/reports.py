@@ -32,16 +32,39 @@ class TaskOutcome(BaseModel):
     finished_at: datetime | None = Field(
         default=None, description="When the task finished (UTC); the server's time if omitted."
     )
+    behavior_sha256: Sha256 | None = Field(
+        default=None,
+        description=(
+            "sha256 of the script that ran the task. Omitted by older runtimes: the registry "
+            "then credits the batch's loaded.sha256, else the agent's current assignment."
+        ),
+    )
+
+
+class LoadedScript(BaseModel):
+    """One script of a multi-script bundle that the runtime runs, with its effective weight."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sha256: Sha256
+    weight: float = Field(ge=0, le=1, description="Share of tasks drawn for this script.")
+    name: str | None = Field(default=None, max_length=253)
+    revision: int | None = Field(default=None, ge=1)
 
 
 class LoadedBehavior(BaseModel):
-    """What the runtime has actually loaded: the confirmation of a hot reload."""
+    """What the runtime has actually loaded: the confirmation of a hot reload.
+
+    `sha256` is the bundle's primary script (behavior.lua). `scripts` lists every script the
+    runtime runs when the bundle holds more than one (empty for a one-script bundle).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     sha256: Sha256
     loaded_at: datetime
     revision: int | None = Field(default=None, ge=1)
+    scripts: list[LoadedScript] = Field(default_factory=list, max_length=16)
 
 
 class LoadFailure(BaseModel):
@@ -70,6 +93,16 @@ class OutcomeReport(BaseModel):
     )
 
 
+class RefusedOutcome(BaseModel):
+    """An outcome the registry did not count, and why (the rest of the batch still counts)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    index: int = Field(ge=0, description="Position of the outcome in the report's outcomes.")
+    behavior_sha256: str | None = None
+    reason: str
+
+
 class ReportAccepted(BaseModel):
     """The registry's answer to a report (HTTP 202)."""
 
@@ -78,6 +111,10 @@ class ReportAccepted(BaseModel):
     batch_id: uuid.UUID
     recorded: int = Field(description="Outcomes recorded now; 0 when the batch was a duplicate.")
     duplicate: bool
+    refused: list[RefusedOutcome] = Field(
+        default_factory=list,
+        description="Outcomes not counted: a script the registry never delivered to this agent.",
+    )
 
 
 __all__ = [
@@ -85,7 +122,9 @@ __all__ = [
     "SHA256_PATTERN",
     "LoadFailure",
     "LoadedBehavior",
+    "LoadedScript",
     "OutcomeReport",
+    "RefusedOutcome",
     "ReportAccepted",
     "TaskOutcome",
 ]
