@@ -10,6 +10,7 @@ tails heavier, so the tests they feed stay on the conservative side.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from statistics import NormalDist
 
 _SQRT2 = math.sqrt(2.0)
@@ -80,33 +81,36 @@ def _t_df(df: float) -> int:
 
 def t_two_sided_tail(t: float, df: float) -> float:
     """P(|T| > |t|) for T ~ t(floor(df)), df capped at T_DF_CAP."""
-    nu = _t_df(df)
-    t = abs(t)
-    theta = math.atan(t / math.sqrt(nu))
-    c = math.cos(theta) ** 2
-    s = math.sin(theta)
+    return _t_tail(abs(t), _t_df(df))
+
+
+def _t_tail(t: float, nu: int) -> float:
+    cos_theta = math.sqrt(nu / (nu + t * t))
+    sin_theta = t / math.sqrt(nu + t * t)
+    c = cos_theta * cos_theta
+    term = series = 1.0
     if nu % 2 == 1:
-        series = 0.0
-        if nu > 1:
-            term = 1.0
-            series = 1.0
-            for k in range(1, (nu - 1) // 2):
-                term *= c * (2 * k) / (2 * k + 1)
-                series += term
-        inside = (2.0 / math.pi) * (theta + s * math.cos(theta) * series)
+        for k in range(1, (nu - 1) // 2):
+            term *= c * (2 * k) / (2 * k + 1)
+            series += term
+        if nu == 1:
+            series = 0.0
+        inside = (2.0 / math.pi) * (math.atan(t / math.sqrt(nu)) + sin_theta * cos_theta * series)
     else:
-        term = 1.0
-        series = 1.0
         for k in range(1, nu // 2):
             term *= c * (2 * k - 1) / (2 * k)
             series += term
-        inside = s * series
+        inside = sin_theta * series
     return max(_TINY_TAIL, min(1.0, 1.0 - inside))
 
 
+@lru_cache(maxsize=256)
+def _t_log_norm(nu: int) -> float:
+    return math.lgamma((nu + 1) / 2) - math.lgamma(nu / 2) - 0.5 * math.log(nu * math.pi)
+
+
 def _t_pdf(t: float, nu: int) -> float:
-    log_norm = math.lgamma((nu + 1) / 2) - math.lgamma(nu / 2) - 0.5 * math.log(nu * math.pi)
-    return math.exp(log_norm - (nu + 1) / 2 * math.log1p(t * t / nu))
+    return math.exp(_t_log_norm(nu) - (nu + 1) / 2 * math.log1p(t * t / nu))
 
 
 def _cornish_fisher(z: float, nu: int) -> float:
@@ -130,24 +134,16 @@ def t_quantile_two_sided(tail: float, df: float) -> float:
     if nu == 2:
         keep = 1.0 - tail
         return math.sqrt(2.0 * keep * keep / (1.0 - keep * keep))
+    # The tail is convex and decreasing in t > 0, so Newton from a point left of the root
+    # climbs to it monotonically, and a step from the right lands on its left. The normal
+    # quantile is always left of it (t tails are heavier); Cornish-Fisher is usually close.
     z = normal_quantile_upper(tail / 2)
-    # Cornish-Fisher overshoots wildly for small df far in the tail; bisection brackets it.
-    lo, hi = z, max(z, _cornish_fisher(z, nu)) * 2 + 1.0
-    while t_two_sided_tail(hi, nu) > tail:
-        lo, hi = hi, hi * 2
-    t = min(max(_cornish_fisher(z, nu), lo), hi)
-    for _ in range(60):
-        err = t_two_sided_tail(t, nu) - tail
-        if err > 0:
-            lo = t
-        else:
-            hi = t
-        if abs(err) <= 1e-12 * tail or hi - lo <= 1e-12 * hi:
+    t = max(z, _cornish_fisher(z, nu))
+    for _ in range(100):
+        step = (_t_tail(t, nu) - tail) / (2.0 * _t_pdf(t, nu))
+        t = max(z, t + step)
+        if abs(step) <= 1e-11 * t:
             break
-        step = err / (2.0 * _t_pdf(t, nu))
-        candidate = t + step
-        # Newton inside the bracket, bisection when it would leave it.
-        t = candidate if lo < candidate < hi else (lo + hi) / 2
     return t
 
 

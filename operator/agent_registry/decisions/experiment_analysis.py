@@ -34,11 +34,12 @@ from .sequential import (
     rate_interval,
     smoothed_variance,
 )
-from .srm import SRM_THRESHOLD, normalized, sample_ratio_check
+from .srm import SRM_THRESHOLD, normalized, sample_ratio_check, sequential_srm_p_value
 
 Unit = Literal["Task", "Agent"]
 Allocation = Literal["Fixed", "Thompson"]
 Outcome = Literal["Running", "Concluded", "Inconclusive"]
+SrmTest = Literal["ChiSquare", "Sequential"]
 
 MIN_ARMS = 2
 MAX_ARMS = 5
@@ -162,8 +163,14 @@ def analyze_experiment(
     max_tasks_per_arm: int = 10_000,
     unit: Unit = "Task",
     allocation: Allocation = "Fixed",
+    srm_test: SrmTest = "ChiSquare",
 ) -> ExperimentVerdict:
+    """`srm_test`: ChiSquare is the check as specified (Pearson, p < 0.001 at this look);
+    Sequential is its always-valid counterpart, whose false alarms stay <= 0.001 however often
+    the experiment is evaluated (srm.py)."""
     _validate(arms, alpha, min_tasks_per_arm, max_tasks_per_arm, unit, allocation)
+    if srm_test not in ("ChiSquare", "Sequential"):
+        raise ValueError(f"srm_test must be ChiSquare or Sequential, got {srm_test!r}")
     k = len(arms)
     names = [arm.name or f"arm {i}" for i, arm in enumerate(arms)]
     if unit == "Agent":
@@ -184,15 +191,22 @@ def analyze_experiment(
         # unit Agent randomizes agents, so agents are the units whose split is checked; tasks
         # per arm then depend on how busy each agent is, which the split does not control.
         units = [len(arm.per_agent) for arm in arms] if unit == "Agent" else tasks
-        check = sample_ratio_check(units, [arm.weight for arm in arms], threshold=SRM_THRESHOLD)
-        if check is not None:
-            srm_p, mismatch = check.p_value, check.mismatch
+        weights = [arm.weight for arm in arms]
+        if srm_test == "Sequential":
+            srm_p = sequential_srm_p_value(units, weights)
+            test_name = "always-valid"
+        else:
+            check = sample_ratio_check(units, weights, threshold=SRM_THRESHOLD)
+            srm_p = None if check is None else check.p_value
+            test_name = "chi-square"
+        if srm_p is not None:
+            mismatch = srm_p < SRM_THRESHOLD
             if mismatch:
                 shares = normalized([arm.weight for arm in arms])
                 srm_text = (
                     f"sample ratio mismatch: {'agents' if unit == 'Agent' else 'tasks'} per arm"
                     f" {'/'.join(str(u) for u in units)} vs weights"
-                    f" {'/'.join(f'{w:.2f}' for w in shares)} (chi-square p={_fmt_p(srm_p)}"
+                    f" {'/'.join(f'{w:.2f}' for w in shares)} ({test_name} p={_fmt_p(srm_p)}"
                     f" < {SRM_THRESHOLD}): the split is broken, no winner is declared"
                 )
 
@@ -266,6 +280,7 @@ __all__ = [
     "ArmEvidence",
     "ExperimentVerdict",
     "Outcome",
+    "SrmTest",
     "Unit",
     "analyze_experiment",
 ]
