@@ -12,6 +12,7 @@ import pytest
 from agent_registry.runtime.bundle import BehaviorBundle
 from agent_registry.runtime.directory_source import DirectorySource
 from agent_registry.runtime.kubelet_volume import write_configmap_volume
+from runtime.bundles import Script, bundle_files, identifying
 from runtime.waiting import Collector, wait_until_sync
 
 
@@ -132,3 +133,42 @@ def test_unchanged_content_is_not_delivered_again(tmp_path: Path) -> None:
     finally:
         source.stop()
     assert seen.revisions == [1]
+
+
+def test_every_script_of_a_multi_script_bundle_is_read(tmp_path: Path) -> None:
+    stable = Script(identifying("stable"), weight=0.9, name="b", revision=1)
+    canary = Script(identifying("canary"), weight=0.1, name="b", revision=2)
+    write_configmap_volume(tmp_path, bundle_files(stable, canary))
+    source = DirectorySource(tmp_path, poll_interval=0.05)
+    seen = Collector()
+    source.start(seen)
+    try:
+        newer = Script(identifying("canary-3"), weight=0.1, name="b", revision=3)
+        write_configmap_volume(tmp_path, bundle_files(stable, newer))
+        wait_until_sync(lambda: len(seen.bundles) == 2)
+    finally:
+        source.stop()
+    first, second = seen.bundles
+    assert first.meta_error is None
+    assert [e.sha256 for e in first.entries] == [stable.sha256, canary.sha256]
+    assert [e.sha256 for e in second.entries] == [stable.sha256, newer.sha256]
+
+
+def test_a_plain_directory_notices_an_edit_of_another_script(tmp_path: Path) -> None:
+    stable = Script(identifying("stable"), weight=0.5, name="b")
+    canary = Script(identifying("canary"), weight=0.5, name="c")
+    for key, content in bundle_files(stable, canary).items():
+        (tmp_path / key).write_text(content)
+    source = DirectorySource(tmp_path, poll_interval=0.05)
+    seen = Collector()
+    source.start(seen)
+    try:
+        # Only behavior-1.lua changes: its declared sha256 no longer matches, which must be
+        # seen (and refused) rather than missed.
+        (tmp_path / "behavior-1.lua").write_text(identifying("edited, and longer"))
+        wait_until_sync(lambda: len(seen.bundles) == 2)
+    finally:
+        source.stop()
+    assert seen.bundles[0].meta_error is None
+    assert seen.bundles[1].meta_error is not None
+    assert "behavior-1.lua's content" in seen.bundles[1].meta_error

@@ -8,8 +8,9 @@ the poll costs one readlink syscall per interval (4 a second by default) and bou
 detection delay by the interval whatever happens. The check itself is the same either way:
 compare `readlink(..data)` with the last one loaded, so spurious wake-ups cost nothing.
 
-Reading: `..data` is resolved once and both keys are read from that timestamped directory,
-so a script and its behavior.json always come from the same version. The kubelet deletes
+Reading: `..data` is resolved once and every key (behavior.json, behavior.lua and the other
+scripts of a multi-script bundle, behavior-N.lua) is read from that timestamped directory, so
+the scripts and their behavior.json always come from the same version. The kubelet deletes
 the old directory right after a swap, file by file; so `..data` is read again after the keys,
 and a read it does not confirm (a swap happened meanwhile) is retried on the new version.
 
@@ -30,6 +31,7 @@ from agent_registry.runtime.bundle import (
     SCRIPT_KEY,
     BehaviorBundle,
     BundleError,
+    is_script_key,
     parse_bundle,
 )
 from agent_registry.runtime.inotify import DirectoryWatch, InotifyUnavailable
@@ -69,7 +71,7 @@ class DirectorySource:
         except OSError:  # `..data` exists but is not a symlink: treat as a plain directory
             pass
         parts: list[object] = ["plain"]
-        for key in (SCRIPT_KEY, META_KEY):
+        for key in (SCRIPT_KEY, META_KEY, *_extra_script_keys(self.path)):
             try:
                 st = os.stat(self.path / key)
             except FileNotFoundError:
@@ -186,9 +188,18 @@ class DirectorySource:
         return watch
 
 
+def _extra_script_keys(base: Path) -> list[str]:
+    """behavior-N.lua files in `base` (sorted, so a version key is stable)."""
+    try:
+        names = os.listdir(base)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(name for name in names if name != SCRIPT_KEY and is_script_key(name))
+
+
 def _read_keys(base: Path) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
-    for key in (SCRIPT_KEY, META_KEY):
+    for key in (SCRIPT_KEY, META_KEY, *_extra_script_keys(base)):
         try:
             files[key] = (base / key).read_bytes()
         except FileNotFoundError:
