@@ -5,8 +5,9 @@ Library use (see docs/runtime.md):
     host = BehaviorHost()
     source = DirectorySource("/etc/agent-behavior")      # or ConfigMapWatchSource(ns, name)
     source.start(host.load)                              # loads now, then on every change
-    result = host.on_task({"id": 1})                     # raises LuaError on a failed task
+    run = host.run_task({"id": 1})                       # run.result, or run.error
     reporter = OutcomeReporter(AgentRef.parse("ns/name"), registry_url, status=host)
+    reporter.record(run.ok, behavior_sha256=run.sha256)  # credited to the script that ran
 
 Modules: bundle (what a behavior ConfigMap holds), kubelet_volume (the kubelet's atomic
 writer), inotify + directory_source, configmap_source, host, outcome_buffer + backoff +
@@ -20,10 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from agent_registry.runtime.backoff import Backoff
-    from agent_registry.runtime.bundle import BehaviorBundle, BundleError, parse_bundle
+    from agent_registry.runtime.bundle import (
+        BehaviorBundle,
+        BundleError,
+        BundleScript,
+        parse_bundle,
+    )
     from agent_registry.runtime.configmap_source import ConfigMapWatchSource
     from agent_registry.runtime.directory_source import DirectorySource
-    from agent_registry.runtime.host import BehaviorHost, LoadEvent, NoBehaviorLoaded
+    from agent_registry.runtime.host import BehaviorHost, LoadEvent, NoBehaviorLoaded, TaskRun
     from agent_registry.runtime.kubelet_volume import write_configmap_volume
     from agent_registry.runtime.outcome_buffer import OutcomeBuffer
     from agent_registry.runtime.reporter import AgentRef, OutcomeReporter, ReporterStats
@@ -40,6 +46,7 @@ _EXPORTS = {
     "BehaviorHost": "host",
     "BehaviorSource": "source",
     "BundleError": "bundle",
+    "BundleScript": "bundle",
     "ConfigMapWatchSource": "configmap_source",
     "DirectorySource": "directory_source",
     "LoadEvent": "host",
@@ -49,6 +56,7 @@ _EXPORTS = {
     "ReporterStats": "reporter",
     "ReporterThread": "reporter_thread",
     "Sidecar": "sidecar",
+    "TaskRun": "host",
     "parse_bundle": "bundle",
     "write_configmap_volume": "kubelet_volume",
 }
@@ -68,6 +76,7 @@ __all__ = [
     "BehaviorHost",
     "BehaviorSource",
     "BundleError",
+    "BundleScript",
     "ConfigMapWatchSource",
     "DirectorySource",
     "LoadEvent",
@@ -77,6 +86,7 @@ __all__ = [
     "ReporterStats",
     "ReporterThread",
     "Sidecar",
+    "TaskRun",
     "parse_bundle",
     "write_configmap_volume",
 ]
