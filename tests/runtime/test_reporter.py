@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from agent_registry.reports import LoadedBehavior, LoadFailure
+from agent_registry.reports import LoadedBehavior, LoadFailure, TaskOutcome
 from agent_registry.runtime.backoff import Backoff
+from agent_registry.runtime.host import BehaviorHost
 from agent_registry.runtime.reporter import AgentRef, OutcomeReporter
 from agent_registry.runtime.reporter_thread import ReporterThread
+from runtime.bundles import Script, identifying, make_bundle
 from runtime.fake_registry import FakeRegistry, fake_registry
 from runtime.waiting import wait_until
 
@@ -253,3 +255,53 @@ async def test_reporter_thread_for_synchronous_agents() -> None:
 
         await asyncio.to_thread(agent)
     assert registry.outcomes_counted == 10
+
+
+async def test_every_outcome_carries_the_script_that_ran_it_and_loaded_lists_the_scripts() -> None:
+    stable = Script(identifying("stable"), weight=0.7, name="stable", revision=1)
+    canary = Script(identifying("canary"), weight=0.3, name="stable", revision=2)
+    host = BehaviorHost(rng=random.Random(23))
+    host.load(make_bundle(stable, canary))
+    ran: list[str] = []
+    async with fake_registry() as registry:
+        reporter = make_reporter(registry, status=host)
+        task = asyncio.create_task(reporter.run())
+        for i in range(200):
+            run = host.run_task({"id": i})
+            ran.append(run.sha256)
+            reporter.record(run.ok, 1.0, behavior_sha256=run.sha256)
+        await wait_until(lambda: registry.outcomes_counted == 200)
+        reporter.stop()
+        await task
+    outcomes = [o for r in registry.counted.values() for o in r.outcomes]
+    assert [o.behavior_sha256 for o in outcomes] == ran
+    assert set(ran) == {stable.sha256, canary.sha256}
+    # On the wire too (not only in the parsed model): an older registry reads the same JSON.
+    assert all(o["behavior_sha256"] in ran for req in registry.requests for o in req["outcomes"])
+    loaded = next(iter(registry.counted.values())).loaded
+    assert loaded is not None
+    assert loaded.sha256 == stable.sha256
+    assert [(s.sha256, s.revision) for s in loaded.scripts] == [
+        (stable.sha256, 1),
+        (canary.sha256, 2),
+    ]
+    assert [s.weight for s in loaded.scripts] == pytest.approx([0.7, 0.3])
+
+
+async def test_an_outcome_recorded_without_a_sha_is_credited_to_the_only_script() -> None:
+    only = Script(identifying("only"))
+    host = BehaviorHost()
+    async with fake_registry() as registry:
+        reporter = make_reporter(registry, status=host)
+        reporter.record(True, 1.0)  # before any load: nothing to credit
+        host.load(make_bundle(only))
+        reporter.record(True, 2.0)
+        reporter.record_outcome(TaskOutcome(success=False))
+        host.load(make_bundle(only, Script(identifying("other"), 0.5, "other")))
+        reporter.record(True, 3.0)  # two scripts run: unknown, left to the registry
+        task = asyncio.create_task(reporter.run())
+        await wait_until(lambda: registry.outcomes_counted == 4)
+        reporter.stop()
+        await task
+    outcomes = [o for r in registry.counted.values() for o in r.outcomes]
+    assert [o.behavior_sha256 for o in outcomes] == [None, only.sha256, only.sha256, None]

@@ -20,6 +20,7 @@ import pytest
 
 from agent_registry.runtime.bundle import script_sha256
 from agent_registry.runtime.kubelet_volume import write_configmap_volume
+from runtime.bundles import Script, bundle_files
 from runtime.fake_registry import FakeRegistry, fake_registry
 from runtime.waiting import wait_until
 
@@ -35,13 +36,16 @@ SCRIPT_V2 = SCRIPT_V1.replace("version = 1", "version = 2")
 BROKEN = "function on_task(task, ctx) return ( end"
 
 
+LIMITS = {"maxInstructions": 200_000, "timeoutMs": 500}
+
+
 def files(script: str, revision: int) -> dict[str, str]:
     meta = {
         "name": "b",
         "namespace": "team-a",
         "revision": revision,
         "sha256": script_sha256(script),
-        "limits": {"maxInstructions": 200_000, "timeoutMs": 500},
+        "limits": LIMITS,
     }
     return {"behavior.lua": script, "behavior.json": json.dumps(meta)}
 
@@ -123,9 +127,16 @@ async def get_json(session: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
 
 
 async def post(session: aiohttp.ClientSession, url: str, body: Any) -> tuple[int, Any]:
+    status, answer, _ = await post_with_headers(session, url, body)
+    return status, answer
+
+
+async def post_with_headers(
+    session: aiohttp.ClientSession, url: str, body: Any
+) -> tuple[int, Any, dict[str, str]]:
     data = body if isinstance(body, str) else json.dumps(body)
     async with session.post(url, data=data) as response:
-        return response.status, await response.json()
+        return response.status, await response.json(), dict(response.headers)
 
 
 async def test_http_api_reload_reports_and_graceful_stop(tmp_path: Path, token: Path) -> None:
@@ -143,14 +154,22 @@ async def test_http_api_reload_reports_and_graceful_stop(tmp_path: Path, token: 
         assert health["last_error"] is None
         assert health["loaded_at"]
 
-        status, result = await post(http, f"{rt.url}/v1/decide", {"id": 1, "kind": "normal"})
+        assert health["scripts"] == []  # one script
+        sha1 = script_sha256(SCRIPT_V1)
+        status, result, headers = await post_with_headers(
+            http, f"{rt.url}/v1/decide", {"id": 1, "kind": "normal"}
+        )
         assert (status, result["version"], result["seen"]) == (200, 1, 1)
+        assert headers["X-Behavior-Sha256"] == sha1
 
-        status, error = await post(http, f"{rt.url}/v1/decide", {"id": 7, "kind": "boom"})
+        status, error, headers = await post_with_headers(
+            http, f"{rt.url}/v1/decide", {"id": 7, "kind": "boom"}
+        )
         assert status == 422
         assert "refusing 7" in error["error"]
         assert error["kind"] == "error"
         assert error["line"] == 3
+        assert error["behavior_sha256"] == headers["X-Behavior-Sha256"] == sha1
         status, error = await post(http, f"{rt.url}/v1/decide", {"kind": "spin"})
         assert status == 422
         assert error["kind"] in ("instructions", "timeout")
@@ -196,8 +215,10 @@ async def test_http_api_reload_reports_and_graceful_stop(tmp_path: Path, token: 
         assert await rt.terminate() == 0
 
     outcomes = [o for r in registry.counted.values() for o in r.outcomes]
-    # 1 explicit outcome + 2 failed decides (boom, spin), recorded by the sidecar itself.
+    # 1 explicit outcome + 2 failed decides (boom, spin), recorded by the sidecar itself,
+    # all credited to the one script that ran then (the explicit one by the reporter).
     assert sorted(o.success for o in outcomes) == [False, False, True]
+    assert {o.behavior_sha256 for o in outcomes} == {script_sha256(SCRIPT_V1)}
     assert set(registry.tokens) == {"sa-token"}
     assert set(registry.paths) == {"/v1/agents/team-a/scout-1/reports"}
     failure = next(r.load_failure for r in registry.counted.values() if r.load_failure)
@@ -218,6 +239,44 @@ async def test_simulate_reports_outcomes_and_cycles(tmp_path: Path, token: Path)
     # duration 5 + 50 * 1.0.
     assert sum(o.success for o in outcomes) / len(outcomes) > 0.9
     assert {o.duration_ms for o in outcomes} == {55.0}
+
+
+async def test_a_multi_script_bundle_over_the_http_api_and_the_simulation(
+    tmp_path: Path, token: Path
+) -> None:
+    stable = Script(SCRIPT_V1, weight=0.5, name="b", revision=1, limits=LIMITS)
+    canary = Script(SCRIPT_V2, weight=0.5, name="b", revision=2, limits=LIMITS)
+    volume = tmp_path / "behavior"
+    write_configmap_volume(volume, bundle_files(stable, canary))
+    async with (
+        fake_registry() as registry,
+        run_runtime(*common(registry, volume, token), "--simulate", "200") as rt,
+        aiohttp.ClientSession() as http,
+    ):
+        status, health = await get_json(http, f"{rt.url}/healthz")
+        assert status == 200
+        assert health["sha256"] == stable.sha256
+        assert health["scripts"] == [
+            {"sha256": stable.sha256, "weight": 0.5, "name": "b", "revision": 1},
+            {"sha256": canary.sha256, "weight": 0.5, "name": "b", "revision": 2},
+        ]
+        by_version = {1: stable.sha256, 2: canary.sha256}
+        answered = set()
+        for i in range(64):
+            status, result, headers = await post_with_headers(
+                http, f"{rt.url}/v1/decide", {"id": i}
+            )
+            assert status == 200
+            assert headers["X-Behavior-Sha256"] == by_version[result["version"]]
+            answered.add(result["version"])
+        assert answered == {1, 2}  # a miss has probability 2 ** -63
+        await wait_until(lambda: registry.outcomes_counted >= 100, within=30)
+        assert await rt.terminate() == 0
+    reports = list(registry.counted.values())
+    outcomes = [o for r in reports for o in r.outcomes]
+    assert {o.behavior_sha256 for o in outcomes} == {stable.sha256, canary.sha256}
+    loaded = next(r.loaded for r in reports if r.loaded)
+    assert [s.sha256 for s in loaded.scripts] == [stable.sha256, canary.sha256]
 
 
 async def test_no_script_yet_and_an_unreachable_registry(tmp_path: Path, token: Path) -> None:

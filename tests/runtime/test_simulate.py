@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
 import pytest
 
@@ -56,29 +57,40 @@ def test_more_effort_succeeds_more_and_takes_longer() -> None:
     assert stats[0.9][1] > stats[0.2][1]
 
 
-async def test_loop_records_every_task_and_counts_errors_as_failures() -> None:
-    recorded: list[tuple[bool, float]] = []
+@dataclass(frozen=True)
+class Decided:
+    sha256: str
+    result: object = None
+    error: BaseException | None = None
+
+
+async def test_loop_records_every_task_with_the_deciding_script() -> None:
+    recorded: list[tuple[bool, float, str | None]] = []
     calls = 0
 
-    async def decide(task: dict[str, object]) -> object:
+    async def decide(task: dict[str, object]) -> Decided:
         nonlocal calls
         calls += 1
-        if calls % 3 == 0:
-            raise RuntimeError("script error")
-        return {"accept": True, "effort": 1.0}
+        if calls % 5 == 0:
+            raise RuntimeError("no script loaded")
+        if calls % 5 == 1:
+            return Decided("b" * 64, error=ValueError("script error"))
+        return Decided("a" * 64, result={"accept": True, "effort": 1.0})
 
-    count = await simulate(decide, lambda s, d: recorded.append((s, d)), 1000.0, limit=30)
+    count = await simulate(decide, lambda s, d, sha: recorded.append((s, d, sha)), 1000.0, limit=30)
     assert count == 30
     assert len(recorded) == 30
-    assert recorded.count((False, FAILED_DURATION_MS)) == 10  # the errors
+    # A script's error is a failed task credited to that script; no decision, to none.
+    assert recorded.count((False, FAILED_DURATION_MS, "b" * 64)) == 6
+    assert recorded.count((False, FAILED_DURATION_MS, None)) == 6
     judged = [r for r in recorded if r[1] != FAILED_DURATION_MS]
-    assert len(judged) == 20
-    assert {d for _, d in judged} == {55.0}  # effort 1.0 judged by the contract
+    assert len(judged) == 18
+    assert {(d, sha) for _, d, sha in judged} == {(55.0, "a" * 64)}  # effort 1.0 judged
 
 
 async def test_rate_must_be_positive() -> None:
-    async def decide(task: dict[str, object]) -> object:
-        return None
+    async def decide(task: dict[str, object]) -> Decided:
+        return Decided("a" * 64)
 
     with pytest.raises(ValueError, match="rate"):
-        await simulate(decide, lambda s, d: None, 0.0, limit=1)
+        await simulate(decide, lambda s, d, sha: None, 0.0, limit=1)

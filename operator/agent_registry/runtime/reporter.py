@@ -1,6 +1,7 @@
 """OutcomeReporter: sends task outcomes and load confirmations to the registry API.
 
-The agent's work calls `record()` (thread-safe, O(1), never waits on the network). `run()`
+The agent's work calls `record()` (thread-safe, O(1), never waits on the network), with the
+sha256 of the script that ran the task (several may run: a canary, experiment arms). `run()`
 is an asyncio task that every `interval` seconds, or at once when woken (a reload, a full
 batch), turns the buffer into OutcomeReport batches and POSTs them to
 `{registry_url}/v1/agents/{ns}/{name}/reports`.
@@ -114,25 +115,56 @@ class OutcomeReporter:
         self._wake: asyncio.Event | None = None
         self._stopping: asyncio.Event | None = None
         self._token_warned = False
+        self._unstamped_warned = False
 
     # -- the agent's side (any thread) ---------------------------------------------------
 
     def record(
-        self, success: bool, duration_ms: float | None = None, finished_at: datetime | None = None
+        self,
+        success: bool,
+        duration_ms: float | None = None,
+        finished_at: datetime | None = None,
+        *,
+        behavior_sha256: str | None = None,
     ) -> None:
-        """Record one task's outcome. Never blocks on I/O."""
+        """Record one task's outcome. Never blocks on I/O. `behavior_sha256` is the script
+        that ran the task (`BehaviorHost.run_task(...).sha256`); without it, see
+        `record_outcome`."""
         self.record_outcome(
             TaskOutcome(
                 success=success,
                 duration_ms=duration_ms,
                 finished_at=finished_at or datetime.now(UTC),
+                behavior_sha256=behavior_sha256 or self._only_script(),
             )
         )
 
     def record_outcome(self, outcome: TaskOutcome) -> None:
+        """Buffer `outcome`. One without behavior_sha256 is credited to the loaded script
+        when only one runs; with several the script is unknown here, so it stays unset (the
+        registry then credits the primary) and that is logged once."""
+        if outcome.behavior_sha256 is None:
+            sha = self._only_script()
+            if sha is not None:
+                outcome = outcome.model_copy(update={"behavior_sha256": sha})
         self.buffer.add(outcome)
         if len(self.buffer) == self.batch_size:
             self.wake()  # a full batch is ready: do not wait for the interval
+
+    def _only_script(self) -> str | None:
+        loaded = self.status.loaded if self.status is not None else None
+        if loaded is None:
+            return None
+        if not loaded.scripts:
+            return loaded.sha256
+        if not self._unstamped_warned:
+            self._unstamped_warned = True
+            log.warning(
+                "outcomes recorded without behavior_sha256 while %d scripts run: the registry "
+                "credits them to the primary; pass the sha256 of the script that ran the task",
+                len(loaded.scripts),
+            )
+        return None
 
     def record_cycle(self, count: int = 1) -> None:
         self.buffer.add_cycles(count)

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from agent_registry.runtime.host import BehaviorHost
+from agent_registry.runtime.host import BehaviorHost, TaskRun
 from agent_registry.runtime.http_api import create_app
 from agent_registry.runtime.reporter import OutcomeReporter
 from agent_registry.runtime.simulate import simulate
@@ -80,12 +80,12 @@ class Sidecar:
     async def _simulate(self) -> int:
         loop = asyncio.get_running_loop()
 
-        async def decide(task: dict[str, Any]) -> object:
-            return await loop.run_in_executor(self._executor, self.host.on_task, task)
+        async def decide(task: dict[str, Any]) -> TaskRun:
+            return await loop.run_in_executor(self._executor, self.host.run_task, task)
 
-        def record(success: bool, duration_ms: float) -> None:
+        def record(success: bool, duration_ms: float, sha256: str | None) -> None:
             self.simulated += 1
-            self.reporter.record(success, duration_ms)
+            self.reporter.record(success, duration_ms, behavior_sha256=sha256)
             self.reporter.record_cycle()
 
         assert self.simulate_rate is not None

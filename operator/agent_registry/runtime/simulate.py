@@ -5,7 +5,8 @@ returns {accept: bool, effort: number in [0, 1]}; the task succeeds iff accept a
 effort + noise >= difficulty, noise uniform in [-NOISE, NOISE]; duration_ms = 5 + 50 * effort.
 So more effort succeeds more often and is slower. A declined task (accept=false) fails fast.
 An answer that is not such a table, or an on_task error, is a failed task of
-FAILED_DURATION_MS.
+FAILED_DURATION_MS. Each outcome is recorded with the sha256 of the script that decided it
+(None when no script could be asked).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import logging
 import math
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,21 @@ def judge(result: object, difficulty: float, noise: float) -> tuple[bool, float]
     return accept and effort + noise >= difficulty, duration
 
 
-Decide = Callable[[dict[str, Any]], Awaitable[object]]
-Record = Callable[[bool, float], None]
+class Decision(Protocol):
+    """What a decide call gives back: `BehaviorHost.run_task`'s TaskRun fits."""
+
+    @property
+    def sha256(self) -> str: ...
+
+    @property
+    def result(self) -> object: ...
+
+    @property
+    def error(self) -> BaseException | None: ...
+
+
+Decide = Callable[[dict[str, Any]], Awaitable[Decision]]
+Record = Callable[[bool, float, str | None], None]
 
 
 async def simulate(
@@ -57,8 +71,10 @@ async def simulate(
     rng: random.Random | None = None,
     limit: int | None = None,
 ) -> int:
-    """Feed tasks to `decide` at `rate` per second and `record` each outcome, until
-    cancelled (or `limit` tasks). `decide` raising is a failed task. Returns tasks run.
+    """Feed tasks to `decide` at `rate` per second and `record` each outcome with the
+    sha256 of the script that decided, until cancelled (or `limit` tasks). A decision with
+    an error is a failed task; `decide` raising is one no script is credited with. Returns
+    tasks run.
 
     Ticks are scheduled on a fixed grid, so the rate holds on average; after a stall longer
     than a second the grid restarts instead of bursting to catch up."""
@@ -74,14 +90,21 @@ async def simulate(
             break
         task = make_task(sequence, rng)
         try:
-            result = await decide(task)
+            decision = await decide(task)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.debug("simulated task %s failed: %s", task["id"], exc)
-            record(False, FAILED_DURATION_MS)
+            log.debug("simulated task %s not decided: %s", task["id"], exc)
+            record(False, FAILED_DURATION_MS, None)
         else:
-            record(*judge(result, task["difficulty"], rng.uniform(-NOISE, NOISE)))
+            if decision.error is not None:
+                log.debug("simulated task %s failed: %s", task["id"], decision.error)
+                record(False, FAILED_DURATION_MS, decision.sha256)
+            else:
+                success, duration = judge(
+                    decision.result, task["difficulty"], rng.uniform(-NOISE, NOISE)
+                )
+                record(success, duration, decision.sha256)
         count += 1
         next_at += period
         now = loop.time()
