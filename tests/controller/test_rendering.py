@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from agent_registry.controller.rendering import (
     BEHAVIOR_DIR,
     BehaviorSnapshot,
     Manifest,
     Owner,
+    WeightedBehavior,
+    render_bundle_configmap,
     render_configmap,
     render_deployment,
 )
+from agent_registry.runtime.bundle import parse_bundle, script_sha256
 
 OWNER = Owner(name="coder-1", namespace="team-a", uid="1234-uid")
 TEMPLATE: Manifest = {
@@ -105,3 +110,115 @@ def test_configmap_changes_with_the_script() -> None:
 def test_service_account_from_spec_unless_template_sets_one() -> None:
     dep = render_deployment(OWNER, TEMPLATE, registry_url="u", service_account_name="coder-sa")
     assert dep["spec"]["template"]["spec"]["serviceAccountName"] == "coder-sa"
+
+
+def _snapshot(name: str, revision: int, script: str, **limits: int) -> BehaviorSnapshot:
+    return BehaviorSnapshot(
+        name=name,
+        namespace="team-a",
+        revision=revision,
+        sha256=script_sha256(script),
+        script=script,
+        limits=dict(limits),
+    )
+
+
+STABLE = _snapshot("careful", 3, "function on_task() return 'stable' end", timeoutMs=50)
+CANARY = _snapshot("careful", 4, "function on_task() return 'canary' end")
+ARM = _snapshot("bold", 1, "function on_task() return 'arm' end", maxInstructions=1000)
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        [WeightedBehavior(STABLE, 1.0)],
+        [WeightedBehavior(STABLE, 0.3)],  # alone, it gets every task whatever its weight
+        [WeightedBehavior(STABLE, 1.0), WeightedBehavior(CANARY, 0.0)],
+    ],
+)
+def test_a_one_script_bundle_renders_exactly_as_before(entries: list[WeightedBehavior]) -> None:
+    assert render_bundle_configmap(OWNER, entries) == render_configmap(OWNER, STABLE)
+
+
+def test_a_two_script_bundle_lists_its_scripts_under_their_keys() -> None:
+    cm = render_bundle_configmap(
+        OWNER, [WeightedBehavior(STABLE, 0.9), WeightedBehavior(CANARY, 0.1)]
+    )
+    assert cm["metadata"] == render_configmap(OWNER, STABLE)["metadata"]
+    data = cm["data"]
+    assert set(data) == {"behavior.lua", "behavior-1.lua", "behavior.json"}
+    assert data["behavior.lua"] == STABLE.script
+    assert data["behavior-1.lua"] == CANARY.script
+    meta = json.loads(data["behavior.json"])
+    scripts = meta.pop("scripts")
+    # The top level is the primary's, as a one-script bundle: all an older runtime reads.
+    assert meta == json.loads(render_configmap(OWNER, STABLE)["data"]["behavior.json"])
+    assert scripts == [
+        {
+            "key": "behavior.lua",
+            "name": "careful",
+            "namespace": "team-a",
+            "revision": 3,
+            "sha256": STABLE.sha256,
+            "weight": 0.9,
+            "limits": {"timeoutMs": 50},
+        },
+        {
+            "key": "behavior-1.lua",
+            "name": "careful",
+            "namespace": "team-a",
+            "revision": 4,
+            "sha256": CANARY.sha256,
+            "weight": 0.1,
+            "limits": {},
+        },
+    ]
+
+
+def test_weights_are_normalized_and_idle_arms_left_out_but_not_the_primary() -> None:
+    cm = render_bundle_configmap(
+        OWNER,
+        [WeightedBehavior(STABLE, 0.0), WeightedBehavior(CANARY, 0.0), WeightedBehavior(ARM, 2)],
+    )
+    scripts = json.loads(cm["data"]["behavior.json"])["scripts"]
+    assert [(s["key"], s["sha256"], s["weight"]) for s in scripts] == [
+        ("behavior.lua", STABLE.sha256, 0.0),
+        ("behavior-1.lua", ARM.sha256, 1.0),
+    ]
+    assert set(cm["data"]) == {"behavior.lua", "behavior-1.lua", "behavior.json"}
+
+
+def test_the_runtime_reads_the_rendered_bundle() -> None:
+    cm = render_bundle_configmap(
+        OWNER,
+        [WeightedBehavior(STABLE, 6), WeightedBehavior(CANARY, 3), WeightedBehavior(ARM, 1)],
+    )
+    bundle = parse_bundle(cm["data"])
+    assert bundle.meta_error is None
+    assert [(e.sha256, e.revision, e.name) for e in bundle.entries] == [
+        (STABLE.sha256, 3, "careful"),
+        (CANARY.sha256, 4, "careful"),
+        (ARM.sha256, 1, "bold"),
+    ]
+    assert [e.weight for e in bundle.entries] == pytest.approx([0.6, 0.3, 0.1])
+    assert [dict(e.limits) for e in bundle.entries] == [
+        {"timeout_ms": 50},
+        {},
+        {"max_instructions": 1000},
+    ]
+    one = parse_bundle(render_bundle_configmap(OWNER, [WeightedBehavior(STABLE, 1)])["data"])
+    assert (one.multi, one.sha256, one.revision) == (False, STABLE.sha256, 3)
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        ([], "at least its primary"),
+        ([WeightedBehavior(STABLE, 1.0), WeightedBehavior(CANARY, -0.1)], ">= 0"),
+        ([WeightedBehavior(STABLE, float("nan")), WeightedBehavior(CANARY, 1)], "finite"),
+        ([WeightedBehavior(STABLE, 1.0)] * 17, "at most 16"),
+    ],
+)
+def test_bundles_that_cannot_run_are_refused(entries: list[WeightedBehavior], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        render_bundle_configmap(OWNER, entries)

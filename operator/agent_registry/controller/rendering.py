@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import json
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +24,9 @@ BEHAVIOR_DIR = "/etc/agent-behavior"
 BEHAVIOR_VOLUME = "agent-behavior"
 SCRIPT_KEY = "behavior.lua"
 METADATA_KEY = "behavior.json"
+# The runtime holds each script of a bundle in a sandbox of its own and reports at most this
+# many (reports.LoadedBehavior.scripts).
+MAX_BUNDLE_SCRIPTS = 16
 
 Manifest = dict[str, Any]
 
@@ -60,6 +65,14 @@ class BehaviorSnapshot:
     limits: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class WeightedBehavior:
+    """One script of a bundle and the share of the agent's tasks drawn for it."""
+
+    snapshot: BehaviorSnapshot
+    weight: float
+
+
 def configmap_name(agent_name: str) -> str:
     return f"{agent_name}-behavior"
 
@@ -72,19 +85,32 @@ def agent_labels(agent_name: str) -> dict[str, str]:
     return {MANAGED_BY_LABEL: MANAGED_BY, AGENT_LABEL: agent_name}
 
 
-def behavior_metadata(behavior: BehaviorSnapshot) -> str:
-    """behavior.json: what the runtime reports back, and the limits it runs the script under."""
-    document: dict[str, Any] = {
+def _metadata_document(behavior: BehaviorSnapshot) -> dict[str, Any]:
+    return {
         "name": behavior.name,
         "namespace": behavior.namespace,
         "revision": behavior.revision,
         "sha256": behavior.sha256,
         "limits": {k: v for k, v in sorted(behavior.limits.items()) if v is not None},
     }
+
+
+def _dump(document: dict[str, Any]) -> str:
     return json.dumps(document, sort_keys=True, separators=(",", ":"))
 
 
-def render_configmap(owner: Owner, behavior: BehaviorSnapshot) -> Manifest:
+def behavior_metadata(behavior: BehaviorSnapshot) -> str:
+    """behavior.json: what the runtime reports back, and the limits it runs the script under."""
+    return _dump(_metadata_document(behavior))
+
+
+def bundle_script_key(index: int) -> str:
+    """The ConfigMap key of a bundle's `index`-th script: behavior.lua for the primary, then
+    behavior-1.lua, behavior-2.lua... (a ConfigMap key cannot hold a '/')."""
+    return SCRIPT_KEY if index == 0 else f"behavior-{index}.lua"
+
+
+def _configmap(owner: Owner, data: dict[str, str]) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -94,8 +120,52 @@ def render_configmap(owner: Owner, behavior: BehaviorSnapshot) -> Manifest:
             "labels": agent_labels(owner.name),
             "ownerReferences": [owner.reference()],
         },
-        "data": {SCRIPT_KEY: behavior.script, METADATA_KEY: behavior_metadata(behavior)},
+        "data": data,
     }
+
+
+def render_configmap(owner: Owner, behavior: BehaviorSnapshot) -> Manifest:
+    return _configmap(
+        owner, {SCRIPT_KEY: behavior.script, METADATA_KEY: behavior_metadata(behavior)}
+    )
+
+
+def render_bundle_configmap(owner: Owner, entries: Sequence[WeightedBehavior]) -> Manifest:
+    """The ConfigMap of a bundle: entries[0] is the primary (behavior.lua, and behavior.json's
+    top level, all a runtime without multi-script support reads), each other entry a
+    behavior-N.lua listed with its weight in behavior.json's `scripts`.
+
+    Weights are normalized to sum to 1. Other entries of weight 0 are left out; the primary
+    stays at weight 0 (an allocation may drive an arm to nothing while its agents keep it as
+    their assignment). A bundle left with the primary alone renders exactly as
+    `render_configmap`, whatever its weight. Raises ValueError for no entries, a negative or
+    non-finite weight, or more than MAX_BUNDLE_SCRIPTS scripts.
+    """
+    if not entries:
+        raise ValueError("a bundle needs at least its primary script")
+    for entry in entries:
+        if not math.isfinite(entry.weight) or entry.weight < 0:
+            raise ValueError(
+                f"weight of {entry.snapshot.name}@{entry.snapshot.revision} must be a finite "
+                f"number >= 0, not {entry.weight!r}"
+            )
+    kept = [entries[0], *(entry for entry in entries[1:] if entry.weight > 0)]
+    if len(kept) == 1:
+        return render_configmap(owner, kept[0].snapshot)
+    if len(kept) > MAX_BUNDLE_SCRIPTS:
+        raise ValueError(f"a bundle holds at most {MAX_BUNDLE_SCRIPTS} scripts, not {len(kept)}")
+    # Positive: at least one entry past the primary has a positive weight.
+    total = math.fsum(entry.weight for entry in kept)
+    data: dict[str, str] = {}
+    scripts: list[dict[str, Any]] = []
+    for index, entry in enumerate(kept):
+        key = bundle_script_key(index)
+        data[key] = entry.snapshot.script
+        scripts.append(
+            {"key": key, "weight": entry.weight / total, **_metadata_document(entry.snapshot)}
+        )
+    document = {**_metadata_document(kept[0].snapshot), "scripts": scripts}
+    return _configmap(owner, {**data, METADATA_KEY: _dump(document)})
 
 
 def runtime_env(owner: Owner, registry_url: str) -> list[Manifest]:
