@@ -11,7 +11,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
-from sqlalchemy import create_engine, inspect, pool
+from sqlalchemy import create_engine, inspect, pool, text
 
 from agent_registry.cli.migrate import command as migrate_command
 from agent_registry.registry import downgrade, migrate
@@ -25,6 +25,7 @@ TABLES = {
     "agent_registry",
     "agent_behavior_assignments",
     "processed_report_batches",
+    "agent_revision_stats",
 }
 SEED_INDEXES = {
     "agent_registry": {
@@ -70,7 +71,7 @@ def test_upgrade_downgrade_upgrade(empty_url: str) -> None:
     assert _tables(empty_url) == set()
     migrate(empty_url)
     assert _tables(empty_url) == TABLES
-    assert current_revision(empty_url) == "0002"
+    assert current_revision(empty_url) == "0003"
     downgrade(empty_url, "base")
     assert _tables(empty_url) == set()
     assert current_revision(empty_url) is None
@@ -106,7 +107,7 @@ def test_cli_upgrade_and_downgrade(empty_url: str) -> None:
     runner = CliRunner()
     result = runner.invoke(migrate_command, ["--database-url", empty_url])
     assert result.exit_code == 0, result.output
-    assert "at revision 0002" in result.output
+    assert "at revision 0003" in result.output
     assert _tables(empty_url) == TABLES
     result = runner.invoke(migrate_command, ["--database-url", empty_url, "--downgrade", "base"])
     assert result.exit_code == 0, result.output
@@ -156,11 +157,159 @@ def _agent_columns(url: str) -> set[str]:
 def test_0002_adds_and_removes_the_load_failure_columns(empty_url: str) -> None:
     migrate(empty_url, "0001")
     assert not _agent_columns(empty_url) & LOAD_FAILURE_COLUMNS
-    migrate(empty_url)
+    migrate(empty_url, "0002")
     assert _agent_columns(empty_url) >= LOAD_FAILURE_COLUMNS
     downgrade(empty_url, "0001")
     assert current_revision(empty_url) == "0001"
     assert not _agent_columns(empty_url) & LOAD_FAILURE_COLUMNS
     # What 0001 created survives the downgrade (SQLite rebuilds the table for it).
+    migrate(empty_url)
+    assert _drift(empty_url) == []
+
+
+SHA_A, SHA_B, SHA_C = "a" * 64, "b" * 64, "c" * 64
+T0 = "2026-11-01 10:00:00"
+T1 = "2026-11-02 10:00:00"
+T2 = "2026-11-03 10:00:00"
+
+
+def _execute(url: str, *statements: tuple[str, dict[str, object]]) -> None:
+    engine = create_engine(sync_url(url), poolclass=pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            for sql, params in statements:
+                conn.execute(text(sql), params)
+    finally:
+        engine.dispose()
+
+
+def _rows(url: str, sql: str) -> list[tuple[object, ...]]:
+    engine = create_engine(sync_url(url), poolclass=pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text(sql))]
+    finally:
+        engine.dispose()
+
+
+def test_0003_backfills_script_rows_from_the_history(empty_url: str) -> None:
+    """An agent that ran A, then B, then A again (open): A's row sums its closed assignment
+    and the open one's counters (on the agent row), labelled by the latest assignment; B's
+    row has B's closed counts. An agent never assigned gets neither a row nor a script."""
+    migrate(empty_url, "0002")
+    behavior = "0" * 31 + "1"  # a Uuid as SQLite stores it (hex); PostgreSQL parses it too
+    agent = (
+        "INSERT INTO agent_registry (id, agent_id, agent_role, status, current_tasks_completed,"
+        " current_successes, current_timed_tasks, current_total_response_time_ms, inserted_at,"
+        " updated_at) VALUES (:id, :agent, 'dev', 'active', :tasks, :ok, :timed, :ms, :t, :t)"
+    )
+    assignment = (
+        "INSERT INTO agent_behavior_assignments (id, agent_id, behavior_id, behavior_revision,"
+        " script_sha256, assigned_at, unassigned_at, tasks_completed, successes, timed_tasks,"
+        " total_response_time_ms) VALUES (:id, :agent, :b, :rev, :sha, :at, :until, :tasks,"
+        " :ok, :timed, :ms)"
+    )
+    _execute(
+        empty_url,
+        (
+            "INSERT INTO agent_behaviors (id, namespace, name, role_type, lua_script,"
+            " script_sha256, revision, inserted_at, updated_at)"
+            " VALUES (:b, 'ns', 'b', 'dev', '', :sha, 3, :t, :t)",
+            {"b": behavior, "sha": SHA_A, "t": T0},
+        ),
+        (
+            agent,
+            {
+                "id": "0" * 31 + "2",
+                "agent": "ns/x",
+                "tasks": 5,
+                "ok": 4,
+                "timed": 5,
+                "ms": 50.0,
+                "t": T0,
+            },
+        ),
+        (
+            agent,
+            {
+                "id": "0" * 31 + "3",
+                "agent": "ns/idle",
+                "tasks": 0,
+                "ok": 0,
+                "timed": 0,
+                "ms": 0.0,
+                "t": T0,
+            },
+        ),
+        (
+            assignment,
+            {
+                "id": "0" * 31 + "4",
+                "agent": "ns/x",
+                "b": behavior,
+                "rev": 1,
+                "sha": SHA_A,
+                "at": T0,
+                "until": T1,
+                "tasks": 10,
+                "ok": 7,
+                "timed": 8,
+                "ms": 80.0,
+            },
+        ),
+        (
+            assignment,
+            {
+                "id": "0" * 31 + "5",
+                "agent": "ns/x",
+                "b": behavior,
+                "rev": 2,
+                "sha": SHA_B,
+                "at": T1,
+                "until": T2,
+                "tasks": 3,
+                "ok": 0,
+                "timed": 3,
+                "ms": 30.0,
+            },
+        ),
+        (
+            assignment,
+            {
+                "id": "0" * 31 + "6",
+                "agent": "ns/x",
+                "b": behavior,
+                "rev": 3,
+                "sha": SHA_A,
+                "at": T2,
+                "until": None,
+                "tasks": 0,
+                "ok": 0,
+                "timed": 0,
+                "ms": 0.0,
+            },
+        ),
+    )
+    migrate(empty_url)
+    assert _rows(
+        empty_url, "SELECT agent_id, current_sha256 FROM agent_registry ORDER BY agent_id"
+    ) == [("ns/idle", None), ("ns/x", SHA_A)]
+    stats = _rows(
+        empty_url,
+        "SELECT agent_id, script_sha256, revision, tasks, successes, timed_tasks,"
+        " total_response_time_ms, first_task_at, last_task_at FROM agent_revision_stats"
+        " ORDER BY script_sha256",
+    )
+    assert stats == [
+        ("ns/x", SHA_A, 3, 15, 11, 13, 130.0, None, None),
+        ("ns/x", SHA_B, 2, 3, 0, 3, 30.0, None, None),
+    ]
+    delivered = _rows(
+        empty_url, "SELECT delivered_at FROM agent_revision_stats ORDER BY script_sha256"
+    )
+    assert [str(d[0])[:10] for d in delivered] == ["2026-11-01", "2026-11-02"]
+    downgrade(empty_url, "0002")
+    assert "current_sha256" not in _agent_columns(empty_url)
+    assert "agent_revision_stats" not in _tables(empty_url)
     migrate(empty_url)
     assert _drift(empty_url) == []

@@ -16,6 +16,12 @@ The seed's tables and indexes are kept. What changed, and why:
   records the revision and sha256 it assigned, so history says exactly which script ran.
 - At most one open assignment per agent (a partial unique index), which the hot path uses.
 - `processed_report_batches` makes reports idempotent: a batch id is counted once, ever.
+- Attribution (migration 0003): every outcome counts for the script that ran it.
+  `agent_revision_stats` has one row per (agent, script sha256) the registry delivered to
+  that agent (assign_behavior, allow_scripts); rows are never deleted, so "delivered" is
+  monotonic and an outcome of a script without a row is refused. The agent's `current_*`
+  counters count only outcomes of `current_sha256` (the open assignment's script), decided
+  under the agent row's lock, so an assignment's results are its own script's alone.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     CheckConstraint,
     DateTime,
@@ -162,6 +169,10 @@ class Agent(Base):
     current_total_response_time_ms: Mapped[float] = mapped_column(
         Double, nullable=False, default=0.0, server_default=text("0")
     )
+    # The open assignment's script: the only one whose outcomes the current_* counters count.
+    # Set by assign_behavior, never cleared (there is no unassign), so once an agent has it,
+    # it has it for good. Migration 0003.
+    current_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     loaded_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     loaded_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # The last script the runtime refused (it keeps running the last good one); cleared by a
@@ -213,6 +224,44 @@ class Assignment(Base):
     )
     outcome_notes: Mapped[str | None] = mapped_column(Text, nullable=True)
     loaded_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Which rule decided it (Spec, Pin, Experiment, Policy, Rollout) and the numbers or
+    # objects it rested on; NULL for assignments made before 0003 or without a source.
+    source: Mapped[str | None] = mapped_column(Text, nullable=True)
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+
+
+class AgentRevisionStats(Base):
+    """Exact counts of one script on one agent. A row exists iff the registry delivered that
+    script to that agent; (behavior_id, revision) is the label it was last delivered under
+    (a script can recur: a revert makes a new revision with an older script)."""
+
+    __tablename__ = "agent_revision_stats"
+    __table_args__ = (
+        # The per-revision aggregates (revision_stats) read all rows of a behavior revision.
+        # No INCLUDE of the counters: an indexed column changed by every batch would rule
+        # out HOT updates and add index writes to the hot path.
+        Index("agent_revision_stats_behavior_id_revision_index", "behavior_id", "revision"),
+    )
+
+    agent_id: Mapped[str] = mapped_column(
+        String(512), ForeignKey("agent_registry.agent_id"), primary_key=True
+    )
+    script_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    behavior_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("agent_behaviors.id"), nullable=False
+    )
+    revision: Mapped[int] = mapped_column(Integer, nullable=False)
+    tasks: Mapped[int] = _counter()
+    successes: Mapped[int] = _counter()
+    timed_tasks: Mapped[int] = _counter()
+    total_response_time_ms: Mapped[float] = mapped_column(
+        Double, nullable=False, default=0.0, server_default=text("0")
+    )
+    # Of the tasks counted on this row (NULL for counts carried over by migration 0003,
+    # whose times were never recorded per script).
+    first_task_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_task_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    delivered_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
 
 class ProcessedBatch(Base):
@@ -233,6 +282,7 @@ BEHAVIORS = cast(Table, AgentBehavior.__table__)
 REVISIONS = cast(Table, AgentBehaviorRevision.__table__)
 ASSIGNMENTS = cast(Table, Assignment.__table__)
 BATCHES = cast(Table, ProcessedBatch.__table__)
+REVISION_STATS = cast(Table, AgentRevisionStats.__table__)
 
 __all__ = [
     "AGENTS",
@@ -240,9 +290,11 @@ __all__ = [
     "BATCHES",
     "BEHAVIORS",
     "REVISIONS",
+    "REVISION_STATS",
     "Agent",
     "AgentBehavior",
     "AgentBehaviorRevision",
+    "AgentRevisionStats",
     "Assignment",
     "Base",
     "ProcessedBatch",
