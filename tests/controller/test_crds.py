@@ -59,7 +59,15 @@ def test_printer_columns_are_the_documented_ones() -> None:
         ]
 
     assert columns("Agent") == ["ROLE", "BEHAVIOR", "PHASE", "TASKS", "SUCCESS", "LOADED", "AGE"]
-    assert columns("AgentBehavior") == ["ROLE", "REVISION", "VALID", "AGENTS", "SUCCESS", "AGE"]
+    assert columns("AgentBehavior") == [
+        "ROLE",
+        "REVISION",
+        "VALID",
+        "AGENTS",
+        "SUCCESS",
+        "ROLLOUT",
+        "AGE",
+    ]
     assert crds["Agent"]["spec"]["names"]["shortNames"] == ["ag"]
     assert crds["AgentBehavior"]["spec"]["names"]["shortNames"] == ["agb"]
     for crd in crds.values():
