@@ -134,15 +134,21 @@ def t_quantile_two_sided(tail: float, df: float) -> float:
     if nu == 2:
         keep = 1.0 - tail
         return math.sqrt(2.0 * keep * keep / (1.0 - keep * keep))
-    # The tail is convex and decreasing in t > 0, so Newton from a point left of the root
-    # climbs to it monotonically, and a step from the right lands on its left. The normal
-    # quantile is always left of it (t tails are heavier); Cornish-Fisher is usually close.
+    # The tail is convex and decreasing in t > 0, so a Newton step from the right of the root
+    # lands on its left, and the normal quantile is always left of it (t tails are heavier):
+    # clamping there keeps every iterate in range. Cornish-Fisher is usually close; Halley's
+    # correction (the tail's curvature is known in closed form) makes it 2-3 steps.
     z = normal_quantile_upper(tail / 2)
     t = max(z, _cornish_fisher(z, nu))
     for _ in range(100):
-        step = (_t_tail(t, nu) - tail) / (2.0 * _t_pdf(t, nu))
-        t = max(z, t + step)
-        if abs(step) <= 1e-11 * t:
+        excess = _t_tail(t, nu) - tail
+        slope = -2.0 * _t_pdf(t, nu)
+        curvature = -slope * (nu + 1) * t / (nu + t * t)
+        newton = excess / slope
+        denominator = 1.0 - newton * curvature / (2.0 * slope)
+        step = newton / denominator if denominator > 0.5 else newton
+        t = max(z, t - step)
+        if abs(step) <= 1e-10 * t:
             break
     return t
 
