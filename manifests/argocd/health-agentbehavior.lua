@@ -1,6 +1,6 @@
 -- Argo CD health check for agents.singularity.dev/AgentBehavior (see docs/gitops.md).
 -- Argo CD runs it in a Lua 5.1 VM with the live object as the global `obj`; it must return a
--- table {status = "Healthy"|"Progressing"|"Degraded", message = "..."}.
+-- table {status = "Healthy"|"Progressing"|"Degraded"|"Suspended", message = "..."}.
 -- Kept Lua 5.1-compatible and dependency-free; tests/install/test_gitops_health.py runs this very
 -- file under Lua 5.1 and 5.4.
 
@@ -38,6 +38,12 @@ local function assess(o)
     return "Progressing", "Waiting for the operator to observe generation " .. tostring(generation)
   end
 
+  -- An aborted canary rollout: Git declares a script that no agent runs.
+  local degraded = condition(status, "Degraded")
+  if degraded ~= nil and degraded.status == "True" then
+    return "Degraded", explain(degraded, "The rollout was aborted")
+  end
+
   local stalled = condition(status, "Stalled")
   if stalled ~= nil and stalled.status == "True" then
     return "Degraded", explain(stalled, "Stalled")
@@ -51,6 +57,10 @@ local function assess(o)
 
   local reconciling = condition(status, "Reconciling")
   if reconciling ~= nil and reconciling.status == "True" then
+    -- A canary held at a pause without duration waits for a human (like a paused Argo Rollout).
+    if reconciling.reason == "RolloutAwaitingPromote" then
+      return "Suspended", explain(reconciling, "Waiting for a manual promote")
+    end
     return "Progressing", explain(reconciling, "Reconciling")
   end
 

@@ -293,3 +293,71 @@ def test_the_controllers_kstatus_conditions_drive_argo(lua: ModuleType) -> None:
     status, message = assess(lua, BEHAVIOR_LUA, bobj)
     assert status == "Degraded"
     assert "line 2: unexpected symbol" in message
+
+
+# ---- canary rollouts ----------------------------------------------------------------------------
+
+
+def test_behavior_with_degraded_true_is_degraded(lua: ModuleType) -> None:
+    conditions = [
+        cond("Valid", "True"),
+        cond("Degraded", "True", "RolloutAborted", "agents run stable revision 3"),
+    ]
+    status, message = assess(lua, BEHAVIOR_LUA, behavior(conditions=conditions))
+    assert (status, message) == ("Degraded", "agents run stable revision 3")
+
+
+@pytest.mark.parametrize(
+    ("annotation", "steps", "health"),
+    [
+        (None, [{"setWeight": 10}], "Progressing"),
+        (None, [{"pause": {}}, {"setWeight": 50}], "Suspended"),
+        (None, [{"pause": {"duration": "1h"}}, {"setWeight": 50}], "Progressing"),
+        ("true", [{"pause": {}}, {"setWeight": 50}], "Progressing"),
+        ("abort", [{"setWeight": 10}], "Degraded"),
+        ("full", [{"setWeight": 10}], "Healthy"),
+    ],
+)
+def test_the_controllers_rollout_status_drives_argo(
+    lua: ModuleType, annotation: str | None, steps: list[dict[str, Any]], health: str
+) -> None:
+    """What the controller writes at each rollout phase (controller.rollouts and .status):
+    in progress -> Progressing, held for a manual promote -> Suspended, aborted -> Degraded,
+    promoted -> Healthy."""
+    from datetime import UTC, datetime
+
+    from agent_registry.controller.indexes import ABORT_ANNOTATION, PROMOTE_ANNOTATION
+    from agent_registry.controller.rollouts import (
+        Observation,
+        RevisionRef,
+        next_rollout_state,
+        on_new_revision,
+    )
+    from agent_registry.controller.status import desired_behavior_status, validity_condition
+
+    now = datetime.now(UTC)
+    spec = {"roleType": "coder", "rollout": {"strategy": "Canary", "steps": steps}}
+    before = {"revision": 3, "scriptSha256": SHA_A}
+    started = on_new_revision("careful", spec, before, RevisionRef(4, SHA_B), now)
+    assert started is not None
+    status: dict[str, Any] = {**before, "rollout": started.rollout}
+    actions = {
+        "true": {PROMOTE_ANNOTATION: "true"},
+        "full": {PROMOTE_ANNOTATION: "full"},
+        "abort": {ABORT_ANNOTATION: "bad latency"},
+    }
+    for asked in ({}, actions.get(annotation or "", {})):
+        moved = next_rollout_state("careful", spec, status, None, now, asked, Observation())
+        if moved is not None:
+            status = {**status, "rollout": moved.rollout}
+    written = desired_behavior_status(
+        status,
+        observed_generation=5,
+        valid=validity_condition(True, None, None),
+        revision=4,
+        now=now,
+        generation=5,
+    )
+    obj = behavior()
+    obj["status"] = written
+    assert assess(lua, BEHAVIOR_LUA, obj)[0] == health

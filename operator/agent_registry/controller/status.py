@@ -12,6 +12,7 @@ from typing import Any
 
 from agent_registry.controller.conditions import Cond, find, merge_conditions, timestamp
 from agent_registry.controller.kstatus import kstatus_updates
+from agent_registry.controller.rollouts import rollout_conditions
 
 StatusDict = dict[str, Any]
 
@@ -315,6 +316,10 @@ def behavior_ready_condition(valid: Cond, revision: int | None) -> Cond:
     return Cond(READY, "False", valid.reason, valid.message)
 
 
+# `rollout=KEEP`: the status' own rollout stays (None would remove it).
+KEEP: Any = object()
+
+
 def desired_behavior_status(
     current: StatusDict,
     *,
@@ -327,11 +332,14 @@ def desired_behavior_status(
     successes: int | None = None,
     now: datetime,
     generation: int | None = None,
+    rollout: StatusDict | None = KEEP,
 ) -> StatusDict:
     """None arguments keep what the status already says (handlers and the loop each know a
     part: validity and revision come from the handler, counts and stats from the loop).
     `generation` (metadata.generation) makes Reconciling=True while observedGeneration lags;
-    Valid=False (given or already in the status) makes Stalled=True."""
+    Valid=False (given or already in the status) makes Stalled=True. The conditions a
+    rollout implies (Degraded, Ready, Stalled, Reconciling: controller.rollouts) follow from
+    `rollout` (or the status' own), so every writer derives the same ones."""
     observed = (
         observed_generation
         if observed_generation is not None
@@ -360,20 +368,23 @@ def desired_behavior_status(
                 str(known.get("reason", "")),
                 str(known.get("message", "")),
             )
-    stalled = verdict if verdict is not None and verdict.status == "False" else None
+    desired["rollout"] = current.get("rollout") if rollout is KEEP else rollout
+    shown = rollout_conditions(desired["rollout"], valid=verdict is None or verdict.is_true)
+    stalled = verdict if verdict is not None and verdict.status == "False" else shown.stalled
     kstatus, absent = kstatus_updates(
         generation=generation,
         observed_generation=observed,
         stalled=stalled,
-        progressing=None,
+        progressing=shown.progressing,
     )
+    updates += shown.updates
     if updates or kstatus or current.get("conditions"):
         desired["conditions"] = merge_conditions(
             current.get("conditions"),
             [*updates, *kstatus],
             now=now,
             observed_generation=observed,
-            remove=absent,
+            remove=[*absent, *shown.remove],
         )
     else:
         desired["conditions"] = current.get("conditions")
