@@ -9,20 +9,24 @@ twice: the repeat must count zero), from 4 coroutines at once. Prints a JSON lin
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sys
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from agent_registry.registry import RegistryService, RegistryUnavailable
 
+T = TypeVar("T")
 
-async def retrying(call: object) -> int:
+
+async def retrying(call: Callable[[], Awaitable[T]]) -> T:
     # SQLite under heavy contention may exceed the busy timeout; the contract is that this
-    # surfaces as RegistryUnavailable and a retry succeeds. Count them to report.
-    assert callable(call)
+    # surfaces as RegistryUnavailable and a retry succeeds.
     for _ in range(50):
         try:
-            return int(await call() or 0)
+            return await call()
         except RegistryUnavailable:
             await asyncio.sleep(0.05)
     raise RuntimeError("still unavailable after 50 tries")
@@ -35,25 +39,24 @@ async def main(url: str, agent_id: str, worker: int, singles: int, batches: int,
     async def single_writer(lane: int) -> None:
         for i in range(lane, singles, 4):
             success = (worker + i) % 3 != 0
-            await retrying(lambda s=success: registry.record_task(agent_id, s, duration_ms=2.0))
+            counted = await retrying(
+                functools.partial(registry.record_task, agent_id, success, duration_ms=2.0)
+            )
             sent["tasks"] += 1
             sent["successes"] += int(success)
-            sent["recorded"] += 1
+            sent["recorded"] += int(counted)
 
     async def batch_writer(lane: int) -> None:
         for i in range(lane, batches, 4):
             outcomes = [((worker + i + j) % 4 != 0, 1.0) for j in range(size)]
             batch_id = uuid.uuid4()
-            first = await retrying(
-                lambda o=outcomes, b=batch_id: registry.record_tasks(agent_id, o, batch_id=b)
-            )
-            repeat = await retrying(
-                lambda o=outcomes, b=batch_id: registry.record_tasks(agent_id, o, batch_id=b)
-            )
+            send = functools.partial(registry.record_tasks, agent_id, outcomes, batch_id=batch_id)
+            first = await retrying(send)
+            repeat = await retrying(send)
             sent["tasks"] += size
             sent["successes"] += sum(1 for ok, _ in outcomes if ok)
-            sent["recorded"] += first
-            sent["duplicates_counted"] += repeat
+            sent["recorded"] += first.recorded
+            sent["duplicates_counted"] += repeat.recorded
 
     await registry.get_by_agent_id(agent_id)  # connected and warm
     print("ready", flush=True)

@@ -45,7 +45,9 @@ async def test_register_stopped_agent_reactivates_and_keeps_history(
     registry: RegistryService,
 ) -> None:
     await registry.register_agent("ns/a", "dev", name="old")
-    await registry.record_task("ns/a", True)
+    behavior = await registry.create_behavior("b", "dev", "function on_task() end")
+    await registry.assign_behavior("ns/a", behavior.id)
+    assert await registry.record_task("ns/a", True)
     stopped = await registry.unregister_agent("ns/a")
     assert stopped.status == "stopped"
     again = await registry.register_agent("ns/a", "reviewer", name="new")

@@ -44,7 +44,9 @@ async def test_first_assignment(
         await registry.get_agent_behavior("ns/agent")
     with pytest.raises(NoBehaviorAssigned):
         await registry.current_assignment("ns/agent")
-    assignment = await registry.assign_behavior("ns/agent", a.id, "alice", "manual")
+    assignment = await registry.assign_behavior(
+        "ns/agent", a.id, assigned_by="alice", reason="manual"
+    )
     assert assignment.is_open
     assert (assignment.behavior_id, assignment.behavior_revision) == (a.id, 1)
     assert assignment.script_sha256 == a.script_sha256
@@ -80,7 +82,7 @@ async def test_same_behavior_same_revision_is_a_no_op(
 ) -> None:
     a, _ = setup
     first = await registry.assign_behavior("ns/agent", a.id)
-    again = await registry.assign_behavior("ns/agent", a.id, "bob", "again")
+    again = await registry.assign_behavior("ns/agent", a.id, assigned_by="bob", reason="again")
     assert again.id == first.id
     assert again.reason == first.reason
     assert len(await registry.assignment_history("ns/agent")) == 1
@@ -92,7 +94,9 @@ async def test_switching_closes_the_previous_assignment_with_its_outcome(
     a, b = setup
     first = await registry.assign_behavior("ns/agent", a.id)
     await registry.record_tasks("ns/agent", [(True, 10.0), (True, 20.0), (False, 30.0)])
-    second = await registry.assign_behavior("ns/agent", b.id, "optimizer", "performance")
+    second = await registry.assign_behavior(
+        "ns/agent", b.id, assigned_by="optimizer", reason="performance"
+    )
     await registry.record_tasks("ns/agent", [(True, 5.0)])
     history = await registry.assignment_history("ns/agent")
     assert [h.id for h in history] == [second.id, first.id]

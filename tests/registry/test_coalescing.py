@@ -38,6 +38,18 @@ async def test_concurrent_calls_are_merged_and_each_written_once() -> None:
     assert len(writes.batches) < 10
 
 
+async def test_every_caller_gets_the_result_of_the_write_that_carried_its_item() -> None:
+    async def write(key: str, items: list[int]) -> tuple[int, ...]:
+        await asyncio.sleep(0.01)
+        return tuple(items)
+
+    coalescer: Coalescer[int, tuple[int, ...]] = Coalescer(write)
+    results = await asyncio.gather(*(coalescer.submit("a", i) for i in range(20)))
+    assert len(set(results)) < 20, "some writes carried several items"
+    for i, carried in enumerate(results):
+        assert i in carried
+
+
 async def test_keys_are_independent() -> None:
     writes = Writes()
     coalescer = Coalescer(writes)

@@ -1,7 +1,8 @@
 """Exact counts under concurrency: 8 processes write 4,800 outcomes to one agent (record_task
 and idempotent record_tasks batches, each batch also retried), while its assignment is
 switched several times. Afterwards the counters are exact, and the agent's total equals the
-sum over its assignments (no outcome lost in a switch). On PostgreSQL and on SQLite."""
+sum over its assignments and over its scripts' rows (no outcome lost in a switch). On
+PostgreSQL and on SQLite."""
 
 from __future__ import annotations
 
@@ -82,3 +83,11 @@ async def test_many_processes_lose_nothing(database_url: str, registry: Registry
     assert len(history) == 7
     assert sum(h.tasks_completed for h in history) == tasks
     assert sum(h.successes for h in history) == successes
+    # The writers' outcomes name no script: each counts for the script assigned when it is
+    # written, so each script's row holds exactly what its assignments counted.
+    per_script = {r.script_sha256: r for r in await registry.agent_revision_stats()}
+    assert set(per_script) == {b.script_sha256 for b in behaviors}
+    for sha, row in per_script.items():
+        runs = [h for h in history if h.script_sha256 == sha]
+        assert row.tasks == sum(h.tasks_completed for h in runs)
+        assert row.successes == sum(h.successes for h in runs)

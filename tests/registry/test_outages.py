@@ -17,6 +17,13 @@ from agent_registry.registry import RegistryError, RegistryService, RegistryUnav
 T = TypeVar("T")
 
 
+async def assigned(registry: RegistryService, agent_id: str) -> None:
+    """A registered agent with an assignment (its outcomes count)."""
+    await registry.register_agent(agent_id, "dev")
+    behavior = await registry.create_behavior("b", "dev", "function on_task() end")
+    await registry.assign_behavior(agent_id, behavior.id)
+
+
 async def eventually(call: Callable[[], Awaitable[T]], attempts: int = 5) -> T:
     """Pooled connections from before the outage fail once each; a retry gets a new one."""
     for _ in range(attempts - 1):
@@ -30,7 +37,7 @@ async def eventually(call: Callable[[], Awaitable[T]], attempts: int = 5) -> T:
 async def test_postgres_outage_and_recovery(postgres_server: Any, postgres_url: str) -> None:
     registry = RegistryService.from_url(postgres_url)
     try:
-        await registry.register_agent("ns/a", "dev")
+        await assigned(registry, "ns/a")
         await registry.record_task("ns/a", True)  # the hot path has a live connection now
         postgres_server.stop()
         try:
@@ -56,7 +63,7 @@ async def test_sqlite_locked_longer_than_the_busy_timeout(sqlite_url: str) -> No
     registry = RegistryService.from_url(f"{sqlite_url}?timeout=0.2")
     blocker = sqlite3.connect(path, isolation_level=None)
     try:
-        await registry.register_agent("ns/a", "dev")
+        await assigned(registry, "ns/a")
         blocker.execute("BEGIN EXCLUSIVE")
         with pytest.raises(RegistryUnavailable) as caught:
             await registry.record_task("ns/a", True)
@@ -87,7 +94,7 @@ async def test_every_hot_path_connection_is_renewed_after_a_restart(
     connections, not only the one that failed."""
     registry = RegistryService.from_url(postgres_url, pool_size=4)
     try:
-        await registry.register_agent("ns/a", "dev")
+        await assigned(registry, "ns/a")
         # Four concurrent writes: four hot-path connections, all idle afterwards.
         await asyncio.gather(
             *(registry.record_tasks("ns/a", [(True, 1.0)], batch_id=uuid.uuid4()) for _ in range(4))
@@ -96,6 +103,6 @@ async def test_every_hot_path_connection_is_renewed_after_a_restart(
         postgres_server.start()
         with pytest.raises(RegistryUnavailable):
             await registry.record_tasks("ns/a", [(True, 1.0)])
-        assert await registry.record_tasks("ns/a", [(True, 1.0)]) == 1
+        assert (await registry.record_tasks("ns/a", [(True, 1.0)])).recorded == 1
     finally:
         await registry.close()

@@ -32,6 +32,9 @@ METHODS = {
     "record_load_failure",
     "list_agents",
     "behavior_summary",
+    "allow_scripts",
+    "revision_stats",
+    "agent_revision_stats",
     "subscribe",
     "close",
     "from_url",
@@ -41,6 +44,7 @@ ERRORS = {
     "AgentNotFound",
     "AgentAlreadyRegistered",
     "BehaviorNotFound",
+    "BehaviorRevisionNotFound",
     "NoBehaviorAssigned",
     "InvalidStatus",
     "RegistryUnavailable",
@@ -71,5 +75,14 @@ def test_errors_share_a_base() -> None:
 
 
 def test_records_are_frozen() -> None:
-    for name in ("AgentRecord", "AssignmentRecord", "BehaviorRecord", "BehaviorChanged"):
+    for name in (
+        "AgentRecord",
+        "AssignmentRecord",
+        "BehaviorRecord",
+        "BehaviorChanged",
+        "RecordResult",
+        "Refusal",
+        "RevisionStatsRecord",
+        "AgentRevisionStatsRecord",
+    ):
         assert getattr(registry, name).model_config.get("frozen") is True

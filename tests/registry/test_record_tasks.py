@@ -1,5 +1,6 @@
 """Counting task outcomes: counters, streaks, timestamps, idempotent batches, update_stats,
-and the underperformers query judged on the current assignment."""
+and the underperformers query judged on the current assignment. (Which script an outcome
+counts for: test_attribution.py.)"""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from agent_registry.registry import (
     AgentNotFound,
+    RecordResult,
     RegistryService,
     UnknownStatsField,
 )
@@ -19,9 +21,16 @@ GOOD = "function on_task(t, ctx) return {accept = true, effort = 1} end"
 BAD = "function on_task(t, ctx) return {accept = false, effort = 0} end"
 
 
+async def assigned(registry: RegistryService, agent_id: str) -> None:
+    """A registered agent with an assignment: its outcomes without a sha256 count for it."""
+    await registry.register_agent(agent_id, "dev")
+    behavior = await registry.create_behavior("good", "dev", GOOD)
+    await registry.assign_behavior(agent_id, behavior.id)
+
+
 async def test_record_task_like_the_seed(registry: RegistryService) -> None:
-    await registry.register_agent("ns/a", "dev")
-    await registry.record_task("ns/a", True, duration_ms=10.0)
+    await assigned(registry, "ns/a")
+    assert await registry.record_task("ns/a", True, duration_ms=10.0)
     await registry.record_task("ns/a", False)
     await registry.record_task("ns/a", False, duration_ms=30.0)
     agent = await registry.get_by_agent_id("ns/a")
@@ -44,15 +53,27 @@ async def test_record_unknown_agent(registry: RegistryService) -> None:
         await registry.record_tasks("ns/missing", [(True, 1.0)], batch_id=uuid.uuid4())
 
 
-async def test_batch_with_report_payload(registry: RegistryService) -> None:
+async def test_record_task_without_an_assignment_is_refused(registry: RegistryService) -> None:
     await registry.register_agent("ns/a", "dev")
+    assert not await registry.record_task("ns/a", True)
+    result = await registry.record_tasks("ns/a", [(True, 1.0)], cycles=3)
+    assert result.recorded == 0
+    assert not result.duplicate
+    assert [(r.index, r.sha256) for r in result.refused] == [(0, None)]
+    assert "no script known" in result.refused[0].reason
+    agent = await registry.get_by_agent_id("ns/a")
+    assert (agent.tasks_completed, agent.cycles_completed) == (0, 3)
+
+
+async def test_batch_with_report_payload(registry: RegistryService) -> None:
+    await assigned(registry, "ns/a")
     finished = datetime.now(UTC) - timedelta(minutes=1)
     outcomes = [
         TaskOutcome(success=False, duration_ms=4.0),
         TaskOutcome(success=True, duration_ms=6.0, finished_at=finished),
         TaskOutcome(success=False, duration_ms=None),
     ]
-    assert await registry.record_tasks("ns/a", outcomes, cycles=5) == 3
+    assert (await registry.record_tasks("ns/a", outcomes, cycles=5)).recorded == 3
     agent = await registry.get_by_agent_id("ns/a")
     assert (agent.tasks_completed, agent.successes, agent.timed_tasks) == (3, 1, 2)
     assert agent.cycles_completed == 5
@@ -62,9 +83,9 @@ async def test_batch_with_report_payload(registry: RegistryService) -> None:
 
 
 async def test_cycles_only_batch(registry: RegistryService) -> None:
-    await registry.register_agent("ns/a", "dev")
+    await assigned(registry, "ns/a")
     await registry.record_tasks("ns/a", [(False, None)])
-    assert await registry.record_tasks("ns/a", [], cycles=2) == 0
+    assert await registry.record_tasks("ns/a", [], cycles=2) == RecordResult(recorded=0)
     agent = await registry.get_by_agent_id("ns/a")
     assert (agent.cycles_completed, agent.tasks_completed, agent.consecutive_failures) == (2, 1, 1)
 
@@ -75,9 +96,12 @@ async def test_batches_are_idempotent(registry: RegistryService) -> None:
     await registry.assign_behavior("ns/a", behavior.id)
     batch = uuid.uuid4()
     outcomes = [(True, 1.0), (False, 2.0)]
-    assert await registry.record_tasks("ns/a", outcomes, batch_id=batch, cycles=1) == 2
-    assert await registry.record_tasks("ns/a", outcomes, batch_id=batch, cycles=1) == 0
-    assert await registry.record_tasks("ns/a", outcomes, batch_id=uuid.uuid4()) == 2
+    assert await registry.record_tasks("ns/a", outcomes, batch_id=batch, cycles=1) == RecordResult(
+        recorded=2
+    )
+    again = await registry.record_tasks("ns/a", outcomes, batch_id=batch, cycles=1)
+    assert again == RecordResult(recorded=0, duplicate=True)
+    assert (await registry.record_tasks("ns/a", outcomes, batch_id=uuid.uuid4())).recorded == 2
     agent = await registry.get_by_agent_id("ns/a")
     assert (agent.tasks_completed, agent.cycles_completed) == (4, 1)
     assignment = await registry.current_assignment("ns/a")
@@ -85,16 +109,16 @@ async def test_batches_are_idempotent(registry: RegistryService) -> None:
 
 
 async def test_a_batch_id_counts_once_even_for_another_agent(registry: RegistryService) -> None:
-    await registry.register_agent("ns/a", "dev")
-    await registry.register_agent("ns/b", "dev")
+    await assigned(registry, "ns/a")
+    await assigned(registry, "ns/b")
     batch = uuid.uuid4()
-    assert await registry.record_tasks("ns/a", [(True, 1.0)], batch_id=batch) == 1
-    assert await registry.record_tasks("ns/b", [(True, 1.0)], batch_id=batch) == 0
+    assert (await registry.record_tasks("ns/a", [(True, 1.0)], batch_id=batch)).recorded == 1
+    assert (await registry.record_tasks("ns/b", [(True, 1.0)], batch_id=batch)).duplicate
     assert (await registry.get_by_agent_id("ns/b")).tasks_completed == 0
 
 
 async def test_update_stats(registry: RegistryService) -> None:
-    await registry.register_agent("ns/a", "dev")
+    await assigned(registry, "ns/a")
     now = datetime.now(UTC)
     agent = await registry.update_stats(
         "ns/a",
@@ -141,7 +165,8 @@ async def test_underperformers_are_judged_on_the_current_assignment(
     await registry.record_tasks("ns/switched", [(False, 1.0)] * 50)
     await registry.record_tasks("ns/few", [(False, 1.0)] * 5)
     await registry.record_tasks("ns/paused", [(False, 1.0)] * 20)
-    await registry.record_tasks("ns/none", [(False, 1.0)] * 20)
+    refused = await registry.record_tasks("ns/none", [(False, 1.0)] * 20)
+    assert (refused.recorded, len(refused.refused)) == (0, 20)
     await registry.set_status("ns/paused", "paused")
     await registry.assign_behavior("ns/switched", good.id, reason="performance")
     await registry.record_tasks("ns/switched", [(True, 1.0)] * 10)
@@ -163,7 +188,7 @@ async def test_underperformers_are_judged_on_the_current_assignment(
     assert switched.current_success_rate == 1.0
     assert (poor.current_tasks_completed, poor.current_successes) == (12, 6)
     unassigned = await registry.get_by_agent_id("ns/none")
-    assert (unassigned.current_tasks_completed, unassigned.current_success_rate) == (20, 0.0)
+    assert (unassigned.current_tasks_completed, unassigned.tasks_completed) == (0, 0)
 
     # min_tasks counts on the current assignment; the threshold is strict (< not <=).
     assert "ns/few" in [

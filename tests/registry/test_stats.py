@@ -84,3 +84,43 @@ def test_naive_finished_at_is_taken_as_utc() -> None:
     naive = datetime(2026, 1, 1, 11, 0)
     effect = stats.batch_effect([TaskOutcome(success=True, finished_at=naive)], NOW)
     assert effect.last_success_at == naive.replace(tzinfo=UTC)
+
+
+A, B, C = "a" * 64, "b" * 64, "c" * 64
+
+
+def test_attribute_groups_by_script_in_fallback_order() -> None:
+    earlier = NOW - timedelta(minutes=2)
+    outcomes: list[stats.Outcome] = [
+        TaskOutcome(success=True, duration_ms=2.0, finished_at=earlier, behavior_sha256=A),
+        (False, None),  # no sha256: the loaded script, B
+        TaskOutcome(success=False, duration_ms=4.0, behavior_sha256=A),
+        TaskOutcome(success=True, behavior_sha256=C),  # never delivered
+    ]
+    assert stats.needs(outcomes, B) == stats.Needs(frozenset({A, B, C}), current=False)
+    result = stats.attribute(outcomes, NOW, loaded_sha256=B, delivered={A, B}, has_current=False)
+    assert result.recorded == 3
+    assert [(i, sha) for i, sha, _ in result.refused] == [(3, C)]
+    groups = {g.sha256: g for g in result.groups}
+    assert set(groups) == {A, B}
+    a = groups[A]
+    assert (a.tasks, a.successes, a.timed_tasks, a.total_response_time_ms) == (2, 1, 2, 6.0)
+    assert (a.first_task_at, a.last_task_at) == (earlier, NOW)
+    assert (groups[B].tasks, groups[B].successes) == (1, 0)
+    # The lifetime effect covers the accepted outcomes only, in order: the refused success
+    # does not end the streak.
+    assert (result.effect.tasks, result.effect.trailing_failures) == (3, 2)
+
+
+def test_attribute_without_any_script_known() -> None:
+    outcomes: list[stats.Outcome] = [(True, 1.0), (True, 1.0)]
+    assert stats.needs(outcomes, None) == stats.Needs(frozenset(), current=True)
+    current = stats.attribute(outcomes, NOW, loaded_sha256=None, delivered=(), has_current=True)
+    assert [(g.sha256, g.tasks) for g in current.groups] == [(None, 2)]
+    assert current.refused == ()
+    nothing = stats.attribute(outcomes, NOW, loaded_sha256=None, delivered=(), has_current=False)
+    assert (nothing.recorded, nothing.groups) == (0, ())
+    assert [(i, sha, why) for i, sha, why in nothing.refused] == [
+        (0, None, stats.NO_SCRIPT),
+        (1, None, stats.NO_SCRIPT),
+    ]

@@ -1,16 +1,28 @@
-"""Assignments: giving an agent a behavior's current revision (closing the open assignment
-with its final counters), and reading the current assignment and the history. The
+"""Assignments: giving an agent a behavior revision (closing the open assignment with its
+final counters), delivering scripts (each gets its row in agent_revision_stats, the only
+scripts whose outcomes count), and reading the current assignment and the history. The
 implementation behind RegistryService's assignment methods."""
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Row, insert, or_, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from agent_registry.registry.errors import BehaviorNotFound, NoBehaviorAssigned
-from agent_registry.registry.models import AGENTS, ASSIGNMENTS, utcnow
-from agent_registry.registry.records import AssignmentRecord, BehaviorRecord
+from agent_registry.registry.delivered import DeliveredScripts
+from agent_registry.registry.errors import (
+    BehaviorNotFound,
+    BehaviorRevisionNotFound,
+    NoBehaviorAssigned,
+)
+from agent_registry.registry.models import AGENTS, ASSIGNMENTS, REVISION_STATS, REVISIONS, utcnow
+from agent_registry.registry.records import AssignmentRecord, BehaviorRecord, ScriptRef
 from agent_registry.registry.rows import (
     CURRENT,
     agent_row,
@@ -26,25 +38,91 @@ from agent_registry.registry.transactions import Database
 
 _A = AGENTS
 _S = ASSIGNMENTS
+_R = REVISION_STATS
+_V = REVISIONS
+
+
+def _evidence(evidence: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if evidence is None:
+        return None
+    try:
+        # A round trip: what is stored is what a read gives back (tuples become lists).
+        return cast(dict[str, Any], json.loads(json.dumps(dict(evidence))))
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"evidence must be JSON-serializable: {error}") from error
+
+
+async def _script_of(
+    conn: AsyncConnection, behavior: Row[Any], revision: int | None
+) -> tuple[int, str]:
+    """The (revision, sha256) to assign: the behavior's current one, or a stored one."""
+    if revision is None or revision == behavior.revision:
+        return behavior.revision, behavior.script_sha256
+    stmt = select(_V.c.script_sha256).where(
+        _V.c.behavior_id == behavior.id, _V.c.revision == revision
+    )
+    sha = (await conn.execute(stmt)).scalar_one_or_none()
+    if sha is None:
+        raise BehaviorRevisionNotFound(behavior.id, revision)
+    return revision, sha
+
+
+def _deliver(db: Database, agent_id: str, refs: Sequence[ScriptRef], now: datetime) -> Any:
+    """Upsert the script rows of `refs` (counters untouched): a new row starts at zero, an
+    existing one takes the newest label (behavior, revision) it is delivered under."""
+    insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
+    stmt = insert(_R).values(
+        [
+            {
+                "agent_id": agent_id,
+                "script_sha256": ref.sha256,
+                "behavior_id": ref.behavior_id,
+                "revision": ref.revision,
+                "delivered_at": now,
+            }
+            for ref in refs
+        ]
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[_R.c.agent_id, _R.c.script_sha256],
+        set_={"behavior_id": stmt.excluded.behavior_id, "revision": stmt.excluded.revision},
+        where=or_(
+            _R.c.behavior_id != stmt.excluded.behavior_id,
+            _R.c.revision != stmt.excluded.revision,
+        ),
+    )
 
 
 async def assign(
-    db: Database, agent_id: str, behavior_id: uuid.UUID, assigned_by: str, reason: str
+    db: Database,
+    delivered: DeliveredScripts,
+    agent_id: str,
+    behavior_id: uuid.UUID,
+    *,
+    assigned_by: str,
+    reason: str,
+    revision: int | None = None,
+    source: str | None = None,
+    evidence: Mapping[str, Any] | None = None,
 ) -> tuple[AssignmentRecord, bool]:
     """The open assignment, and whether this call opened it."""
+    stored_evidence = _evidence(evidence)
     now = utcnow()
     async with db.write("assign_behavior") as conn:
-        # The agent row's lock orders this against record_tasks (which updates only that
-        # row): the open assignment's counters read here are final.
+        # The agent row's lock orders this against record_tasks (which locks that row before
+        # any script row): the open assignment's counters read here are final, and the
+        # script row below is locked in the same order as record_tasks locks it.
         agent = await agent_row(db, conn, agent_id, lock=True)
         behavior = await behavior_row(conn, behavior_id)
         if behavior.deleted_at is not None:
             raise BehaviorNotFound(behavior_id)
+        revision, sha = await _script_of(conn, behavior, revision)
         current = await open_assignment(conn, agent_id)
         if (
             current is not None
             and current.behavior_id == behavior_id
-            and current.behavior_revision == behavior.revision
+            and current.behavior_revision == revision
+            and (source is None or current.source == source)
         ):
             return open_assignment_record(current._mapping, agent._mapping), False
         if current is not None:
@@ -54,7 +132,7 @@ async def assign(
                 total_response_time_ms=agent.current_total_response_time_ms,
                 timed_tasks=agent.current_timed_tasks,
                 replaced_by=(
-                    f"{behavior.namespace}/{behavior.name} revision {behavior.revision} "
+                    f"{behavior.namespace}/{behavior.name} revision {revision} "
                     f"({reason}, by {assigned_by})"
                 ),
             )
@@ -67,17 +145,20 @@ async def assign(
                     **{field: agent._mapping[column] for field, column in CURRENT.items()},
                 )
             )
+        await conn.execute(_deliver(db, agent_id, [ScriptRef(behavior_id, revision, sha)], now))
         new_id = uuid.uuid4()
         await conn.execute(
             insert(_S).values(
                 id=new_id,
                 agent_id=agent_id,
                 behavior_id=behavior_id,
-                behavior_revision=behavior.revision,
-                script_sha256=behavior.script_sha256,
+                behavior_revision=revision,
+                script_sha256=sha,
                 assigned_at=now,
                 assigned_by=assigned_by,
                 reason=reason,
+                source=source,
+                evidence=stored_evidence,
             )
         )
         await conn.execute(
@@ -86,12 +167,42 @@ async def assign(
             .values(
                 behavior_id=behavior_id,
                 behavior_assigned_at=now,
+                current_sha256=sha,
                 updated_at=now,
                 **dict.fromkeys(CURRENT.values(), 0),
             )
         )
         row = (await conn.execute(select(_S).where(_S.c.id == new_id))).one()
-        return assignment_record(row), True
+    delivered.delivered(agent_id, sha, current=True)
+    return assignment_record(row), True
+
+
+async def allow_scripts(
+    db: Database, delivered: DeliveredScripts, agent_id: str, scripts: Sequence[ScriptRef]
+) -> None:
+    # One ref per script (a statement may not upsert one row twice), in sha order: two
+    # concurrent calls lock the rows in the same order.
+    refs = sorted({ref.sha256: ref for ref in scripts}.values(), key=lambda ref: ref.sha256)
+    if not refs:
+        return
+    async with db.write("allow_scripts") as conn:
+        await agent_row(db, conn, agent_id)  # AgentNotFound rather than a foreign key error
+        wanted = {(ref.behavior_id, ref.revision) for ref in refs}
+        stmt = select(_V.c.behavior_id, _V.c.revision, _V.c.script_sha256).where(
+            tuple_(_V.c.behavior_id, _V.c.revision).in_(wanted)
+        )
+        stored = {(r.behavior_id, r.revision): r.script_sha256 for r in await conn.execute(stmt)}
+        for ref in refs:
+            sha = stored.get((ref.behavior_id, ref.revision))
+            if sha is None:
+                raise BehaviorRevisionNotFound(ref.behavior_id, ref.revision)
+            if sha != ref.sha256:
+                raise ValueError(
+                    f"{ref.behavior_id} revision {ref.revision} has script {sha}, not {ref.sha256}"
+                )
+        await conn.execute(_deliver(db, agent_id, refs, utcnow()))
+    for ref in refs:
+        delivered.delivered(agent_id, ref.sha256, current=False)
 
 
 async def get_agent_behavior(db: Database, agent_id: str) -> BehaviorRecord:
@@ -127,4 +238,10 @@ async def assignment_history(db: Database, agent_id: str) -> list[AssignmentReco
         ]
 
 
-__all__ = ["assign", "assignment_history", "current_assignment", "get_agent_behavior"]
+__all__ = [
+    "allow_scripts",
+    "assign",
+    "assignment_history",
+    "current_assignment",
+    "get_agent_behavior",
+]

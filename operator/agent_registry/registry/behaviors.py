@@ -13,7 +13,11 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from agent_registry.registry.errors import BehaviorNotFound, RegistryError
+from agent_registry.registry.errors import (
+    BehaviorNotFound,
+    BehaviorRevisionNotFound,
+    RegistryError,
+)
 from agent_registry.registry.models import AGENTS, ASSIGNMENTS, BEHAVIORS, REVISIONS, utcnow
 from agent_registry.registry.records import (
     BehaviorRecord,
@@ -188,7 +192,7 @@ async def get_behavior_revision(
         stmt = select(_R).where(_R.c.behavior_id == behavior_id, _R.c.revision == revision)
         row = (await conn.execute(stmt)).first()
         if row is None:
-            raise BehaviorNotFound(f"{behavior_id} revision {revision}")
+            raise BehaviorRevisionNotFound(behavior_id, revision)
         return BehaviorRevisionRecord.model_validate(dict(row._mapping))
 
 

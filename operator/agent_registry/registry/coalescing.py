@@ -4,7 +4,8 @@ agent is in flight are written together by the next write.
 Every outcome of one agent updates the same row, so concurrent single-outcome writes only
 queue on that row's lock; merging them into one UPDATE gives the same counts (the statement
 adds the batch's totals atomically) for one round trip and one commit. A caller still returns
-only after the write that carries its outcome has committed, and gets that write's error.
+only after the write that carries its outcome has committed, with that write's result (or
+its error).
 
 No background task: the caller that finds the agent idle writes (it "leads"); callers that
 arrive meanwhile wait; when the leader's write is done, it wakes the first waiter to lead the
@@ -16,9 +17,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 _LEAD = object()  # a waiter's future resolves to this when it is to write the next batch
 
@@ -29,33 +31,37 @@ class _Queue(Generic[Item]):
     waiting: list[tuple[Item, asyncio.Future[object]]] = field(default_factory=list)
 
 
-class Coalescer(Generic[Item]):
-    def __init__(self, write: Callable[[str, list[Item]], Awaitable[object]]) -> None:
+class Coalescer(Generic[Item, Result]):
+    def __init__(self, write: Callable[[str, list[Item]], Awaitable[Result]]) -> None:
         self._write = write
         self._queues: dict[str, _Queue[Item]] = {}
 
-    async def submit(self, key: str, item: Item) -> None:
-        """Return when `item` is written (raise what its write raised)."""
+    async def submit(self, key: str, item: Item) -> Result:
+        """Return the result of the write that carried `item`, once it is written (raise
+        what that write raised)."""
         queue = self._queues.setdefault(key, _Queue())
         if queue.busy:
             future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
             queue.waiting.append((item, future))
             result = await future
             if result is not _LEAD:
-                return
+                return cast(Result, result)
         else:
             queue.busy = True
             queue.waiting.insert(0, (item, asyncio.get_running_loop().create_future()))
-        await self._lead(key, queue)
+        return await self._lead(key, queue)
 
-    async def _lead(self, key: str, queue: _Queue[Item]) -> None:
+    async def _lead(self, key: str, queue: _Queue[Item]) -> Result:
         # Our own item is first in `waiting` (put there by submit or by the previous leader).
         batch, queue.waiting = queue.waiting, []
         live = [(item, fut) for item, fut in batch if not fut.cancelled()]
         own_future = batch[0][1]
         error: BaseException | None = None
+        written: object = None
         try:
-            await self._write(key, [item for item, _ in live])
+            result = await self._write(key, [item for item, _ in live])
+            written = result
+            return result
         except asyncio.CancelledError:
             error = asyncio.CancelledError()
             raise
@@ -67,7 +73,7 @@ class Coalescer(Generic[Item]):
                 if fut is own_future or fut.done():
                     continue
                 if error is None:
-                    fut.set_result(None)
+                    fut.set_result(written)
                 elif isinstance(error, asyncio.CancelledError):
                     # The leader was cancelled mid-write: whether it committed is unknown.
                     fut.set_exception(

@@ -29,6 +29,14 @@ class BehaviorNotFound(RegistryError, LookupError):
         self.behavior = behavior
 
 
+class BehaviorRevisionNotFound(BehaviorNotFound):
+    """The behavior exists, but it never had that revision (or it is marked deleted)."""
+
+    def __init__(self, behavior: uuid.UUID | str, revision: int) -> None:
+        super().__init__(f"{behavior!s} revision {revision}")
+        self.revision = revision
+
+
 class NoBehaviorAssigned(RegistryError, LookupError):
     def __init__(self, agent_id: str) -> None:
         super().__init__(f"agent {agent_id!r} has no behavior assigned")
@@ -59,6 +67,7 @@ __all__ = [
     "AgentAlreadyRegistered",
     "AgentNotFound",
     "BehaviorNotFound",
+    "BehaviorRevisionNotFound",
     "InvalidStatus",
     "NoBehaviorAssigned",
     "RegistryError",

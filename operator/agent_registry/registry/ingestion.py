@@ -1,22 +1,24 @@
-"""What agents report: task outcomes (counted on the hot path, see hotpath.py), absolute stats
+"""What agents report: task outcomes (attributed to the script that ran them, see
+stats.attribute, and counted on the hot path, see hotpath.py), absolute stats
 (the seed's update_stats), and which script the runtime loaded or refused. The implementation
 behind RegistryService's stats and load methods."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy import select, update
 
 from agent_registry.registry import hotpath
+from agent_registry.registry.delivered import NOTHING, DeliveredScripts
 from agent_registry.registry.errors import AgentNotFound, UnknownStatsField
 from agent_registry.registry.models import AGENTS, ASSIGNMENTS, utcnow
-from agent_registry.registry.records import AgentRecord, LoadConfirmation
+from agent_registry.registry.records import AgentRecord, LoadConfirmation, RecordResult, Refusal
 from agent_registry.registry.rows import agent_record, agent_row, open_assignment
-from agent_registry.registry.stats import Outcome, batch_effect
+from agent_registry.registry.stats import Attribution, Outcome, attribute, needs
 from agent_registry.registry.transactions import Database
 
 _A = AGENTS
@@ -84,28 +86,71 @@ async def update_stats(db: Database, agent_id: str, fields: dict[str, Any]) -> A
 
 async def record_tasks(
     db: Database,
+    delivered: DeliveredScripts,
     agent_id: str,
     outcomes: Iterable[Outcome],
     batch_id: uuid.UUID | None,
     cycles: int,
-) -> int:
-    now = utcnow()
-    effect = batch_effect(outcomes, now)
+    loaded_sha256: str | None,
+) -> RecordResult:
     if cycles < 0:
         raise ValueError("cycles must be >= 0")
-    values = hotpath.params(agent_id, effect, cycles, now, batch_id)
+    batch = outcomes if isinstance(outcomes, Sequence) else list(outcomes)
+    now = utcnow()
+    needed = needs(batch, loaded_sha256)
+    known = await delivered.covering(db, agent_id, needed) if batch else NOTHING
+    attribution = attribute(
+        batch,
+        now,
+        loaded_sha256=loaded_sha256,
+        delivered=known.shas,
+        has_current=known.has_current,
+    )
+    refused = [Refusal(index=i, sha256=sha, reason=why) for i, sha, why in attribution.refused]
     if db.fast is not None:
-        sql = db.plain_sql if batch_id is None else db.batched_sql
-        if await db.fast.fetch_one(sql, values) is not None:
-            return effect.tasks
-        # Nothing changed: the agent does not exist, or the batch was counted before.
-        async with db.read("record_tasks") as conn:
-            known = await conn.execute(select(_A.c.id).where(_A.c.agent_id == agent_id))
-            if known.first() is None:
-                raise AgentNotFound(agent_id)
-        return 0
+        counted = await _record_postgres(db, agent_id, attribution, batch_id, cycles, now)
+    else:
+        counted = await _record_sqlite(db, agent_id, attribution, batch_id, cycles, now)
+    if counted:
+        return RecordResult(recorded=attribution.recorded, refused=refused)
+    return RecordResult(recorded=0, refused=refused, duplicate=True)
+
+
+async def _record_postgres(
+    db: Database,
+    agent_id: str,
+    attribution: Attribution,
+    batch_id: uuid.UUID | None,
+    cycles: int,
+    now: datetime,
+) -> bool:
+    """Whether the batch was counted (False: counted before); AgentNotFound if missing."""
+    assert db.fast is not None
+    values = hotpath.postgres_params(agent_id, attribution, cycles, now, batch_id)
+    sql = hotpath.POSTGRES_PLAIN if batch_id is None else hotpath.POSTGRES_BATCHED
+    if await db.fast.fetch_one(sql, values) is not None:
+        return True
+    # Nothing changed: the agent does not exist, or the batch was counted before.
+    async with db.read("record_tasks") as conn:
+        known = await conn.execute(select(_A.c.id).where(_A.c.agent_id == agent_id))
+        if known.first() is None:
+            raise AgentNotFound(agent_id)
+    return False
+
+
+async def _record_sqlite(
+    db: Database,
+    agent_id: str,
+    attribution: Attribution,
+    batch_id: uuid.UUID | None,
+    cycles: int,
+    now: datetime,
+) -> bool:
     async with db.write("record_tasks") as conn:
-        if (await conn.execute(hotpath.PLAIN, values)).first() is None:
+        # Under the database's write lock (BEGIN IMMEDIATE): current_sha256 cannot change
+        # before this transaction commits.
+        agent = (await conn.execute(hotpath.SQLITE_CURRENT, {"p_agent_id": agent_id})).first()
+        if agent is None:
             raise AgentNotFound(agent_id)
         if batch_id is not None:
             inserted = await conn.execute(
@@ -113,14 +158,23 @@ async def record_tasks(
                 {
                     "batch_id": batch_id,
                     "agent_id": agent_id,
-                    "recorded": effect.tasks,
+                    "recorded": attribution.recorded,
                     "processed_at": now,
                 },
             )
             if inserted.first() is None:
-                await conn.rollback()
-                return 0
-    return effect.tasks
+                return False
+        current = agent.current_sha256
+        groups = hotpath.resolved_groups(attribution.groups, current)
+        await conn.execute(
+            hotpath.SQLITE_AGENT_UPDATE,
+            hotpath.sqlite_agent_params(agent_id, attribution, groups, current, cycles, now),
+        )
+        if groups:
+            await conn.execute(
+                hotpath.SQLITE_SCRIPT_UPDATE, hotpath.sqlite_script_params(agent_id, groups)
+            )
+    return True
 
 
 async def confirm_loaded(

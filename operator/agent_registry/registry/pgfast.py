@@ -3,8 +3,9 @@
 SQLAlchemy's async layer costs about a millisecond of CPU per statement here (pool checkout
 through greenlets, cache-key generation of a large statement, result wrapping): more than
 the database needs for the hot-row UPDATE itself. This module runs the one statement of
-hotpath.py, compiled once to SQL by SQLAlchemy, on its own small set of psycopg 3 connections
-in autocommit mode, with server-side prepared statements. Nothing else uses it.
+hotpath.py (SQL text for psycopg: %(name)s placeholders, explicit casts) on its own small
+set of psycopg 3 connections in autocommit mode, with server-side prepared statements.
+Nothing else uses it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Any
 
 import psycopg
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.sql import ClauseElement
 
 from agent_registry.registry.errors import RegistryError, RegistryUnavailable
 
@@ -26,14 +26,9 @@ class PgFastPath:
         args, kwargs = engine.dialect.create_connect_args(engine.url)
         self._args: tuple[Any, ...] = tuple(args)
         self._kwargs: dict[str, Any] = dict(kwargs)
-        self._dialect = engine.dialect
         self._idle: list[psycopg.AsyncConnection[Any]] = []
         self._slots = asyncio.Semaphore(size)
         self._closed = False
-
-    def compile(self, statement: ClauseElement) -> str:
-        """SQL text with %(name)s placeholders (and type casts) for psycopg."""
-        return str(statement.compile(dialect=self._dialect))
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:

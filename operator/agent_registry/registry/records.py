@@ -9,10 +9,11 @@ Every datetime is timezone-aware UTC.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, computed_field
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 
 from agent_registry.registry import stats
 
@@ -89,8 +90,10 @@ class AgentRecord(_Counters):
     load_failed_sha256: str | None = None
     load_failed_at: datetime | None = None
     # The open assignment's counters (what "underperforming" is judged on; 0 without one).
+    # They count only outcomes of the assignment's own script, `current_sha256`.
     current_tasks_completed: int = 0
     current_successes: int = 0
+    current_sha256: str | None = None
     created_by: str | None
     notes: str | None
     inserted_at: datetime
@@ -104,7 +107,8 @@ class AgentRecord(_Counters):
 
 class AssignmentRecord(_Counters):
     """One row of an agent's behavior history. Open while `unassigned_at` is None; the
-    counters cover the tasks run under this assignment only."""
+    counters cover the tasks of this assignment's own script (`script_sha256`) reported
+    while it was open: outcomes of another script, even arriving meanwhile, are not its."""
 
     id: uuid.UUID
     agent_id: str
@@ -117,6 +121,15 @@ class AssignmentRecord(_Counters):
     unassigned_at: datetime | None
     outcome_notes: str | None
     loaded_at: datetime | None  # first time the agent confirmed this script was loaded
+    # The rule that decided it (Spec, Pin, Experiment, Policy, Rollout), None if not given.
+    source: str | None = None
+    # What the decision rested on (JSON); {} if nothing was given.
+    evidence: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("evidence", mode="before")
+    @classmethod
+    def _no_evidence(cls, value: Any) -> Any:
+        return {} if value is None else value
 
     @property
     def is_open(self) -> bool:
@@ -154,6 +167,77 @@ class BehaviorSummary(_Record):
         return stats.success_rate(self.successes, self.tasks_completed)
 
 
+@dataclass(frozen=True, slots=True)
+class ScriptRef:
+    """A script the registry delivers to an agent: `sha256` is behavior `behavior_id`'s
+    script at `revision`."""
+
+    behavior_id: uuid.UUID
+    revision: int
+    sha256: str
+
+
+class Refusal(_Record):
+    """An outcome record_tasks did not count: its position in the batch, the script it was
+    attributed to (None: none could be), and why."""
+
+    index: int
+    sha256: str | None
+    reason: str
+
+
+class RecordResult(_Record):
+    """What record_tasks did. `recorded`: outcomes counted now (0 for a duplicate batch);
+    `refused`: the outcomes not counted, in batch order (also listed for a duplicate, as
+    they would be refused again); `duplicate`: the batch id was counted before."""
+
+    recorded: int
+    refused: list[Refusal] = Field(default_factory=list)
+    duplicate: bool = False
+
+
+class _ScriptCounts(_Record):
+    tasks: int
+    successes: int
+    timed_tasks: int
+    total_response_time_ms: float
+    first_task_at: datetime | None
+    last_task_at: datetime | None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def success_rate(self) -> float:
+        """successes / tasks; 1.0 before the first task (as for agents)."""
+        return stats.success_rate(self.successes, self.tasks)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def avg_response_time_ms(self) -> float:
+        return stats.avg_response_time_ms(self.total_response_time_ms, self.timed_tasks)
+
+
+class RevisionStatsRecord(_ScriptCounts):
+    """One script summed over agents (revision_stats): `agents` is how many of the selected
+    agents it was delivered to (with or without tasks)."""
+
+    behavior_id: uuid.UUID
+    revision: int
+    script_sha256: str
+    agents: int
+
+
+class AgentRevisionStatsRecord(_ScriptCounts):
+    """The exact counts of one script on one agent (every outcome of that script, whichever
+    assignment was open when it arrived). `delivered_at`: when the registry first delivered
+    it to the agent."""
+
+    agent_id: str
+    script_sha256: str
+    behavior_id: uuid.UUID
+    revision: int
+    delivered_at: datetime
+
+
 class BehaviorChanged(_Record):
     """Published to subscribe()rs when an agent's assignment changes or is hot-reloaded."""
 
@@ -167,12 +251,17 @@ class BehaviorChanged(_Record):
 __all__ = [
     "STATUSES",
     "AgentRecord",
+    "AgentRevisionStatsRecord",
     "AssignmentRecord",
     "BehaviorChanged",
     "BehaviorRecord",
     "BehaviorRevisionRecord",
     "BehaviorSummary",
     "LoadConfirmation",
+    "RecordResult",
+    "Refusal",
+    "RevisionStatsRecord",
+    "ScriptRef",
     "Status",
     "UnderperformingAgent",
 ]

@@ -5,34 +5,40 @@ frozen records; database outages raise RegistryUnavailable (retry), other failur
 errors of agent_registry.registry.errors.
 
 The methods are thin: each concern is implemented in its own module, as functions of the
-service's Database (transactions.py): agents.py, behaviors.py, assignments.py and
-ingestion.py (task outcomes, stats, loaded and refused scripts).
+service's Database (transactions.py): agents.py, behaviors.py, assignments.py,
+ingestion.py (task outcomes, stats, loaded and refused scripts) and revisions.py (counts per
+script).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from agent_registry.registry import agents, assignments, behaviors, ingestion
+from agent_registry.registry import agents, assignments, behaviors, ingestion, revisions
 from agent_registry.registry.behaviors import script_sha256
 from agent_registry.registry.coalescing import Coalescer
+from agent_registry.registry.delivered import DeliveredScripts
 from agent_registry.registry.engine import create_engine_for
 from agent_registry.registry.ingestion import STATS_FIELDS, LoadFailureLike
 from agent_registry.registry.notifications import ChangeHub, behavior_changed
 from agent_registry.registry.records import (
     AgentRecord,
+    AgentRevisionStatsRecord,
     AssignmentRecord,
     BehaviorChanged,
     BehaviorRecord,
     BehaviorRevisionRecord,
     BehaviorSummary,
     LoadConfirmation,
+    RecordResult,
+    RevisionStatsRecord,
+    ScriptRef,
     UnderperformingAgent,
 )
 from agent_registry.registry.stats import Outcome
@@ -46,7 +52,10 @@ class RegistryService:
     def __init__(self, engine: AsyncEngine) -> None:
         self._db = Database(engine)
         self._hub = ChangeHub()
-        self._single_outcomes: Coalescer[tuple[bool, float | None]] = Coalescer(self.record_tasks)
+        self._delivered = DeliveredScripts()
+        self._single_outcomes: Coalescer[tuple[bool, float | None], RecordResult] = Coalescer(
+            self.record_tasks
+        )
 
     @classmethod
     def from_url(cls, url: str, **engine_kwargs: Any) -> RegistryService:
@@ -158,16 +167,35 @@ class RegistryService:
         self,
         agent_id: str,
         behavior_id: uuid.UUID,
+        *,
         assigned_by: str = "system",
         reason: str = "manual",
+        revision: int | None = None,
+        source: str | None = None,
+        evidence: Mapping[str, Any] | None = None,
     ) -> AssignmentRecord:
-        """Assign the behavior's current revision, in one transaction: close the open
-        assignment (unassigned_at, outcome_notes; its counters are already exact) and open a
-        new one. The same behavior at the same revision is a no-op (no history row); at a
-        newer revision it closes and reopens (a script edit shows in history). Returns the
-        open assignment; subscribers get a BehaviorChanged when one was opened."""
+        """Assign a revision of the behavior (None: its current one; else a stored one, e.g.
+        a pin `behavior@3` or a rollback to the stable revision; BehaviorRevisionNotFound if
+        it never had it), in one transaction: close the open assignment (unassigned_at,
+        outcome_notes; its counters are already exact) and open a new one, delivering its
+        script (outcomes of it count from now on). `source` is the rule that decided it
+        (Spec, Pin, Experiment, Policy, Rollout) and `evidence` (JSON) what it rested on;
+        both are kept in the history.
+
+        No-op (no history row, the open assignment returned) when the open assignment has
+        the same behavior and revision and, if `source` is given, the same source: a new
+        decision for the same script (say a Pin taking over from Spec) is a new history row.
+        Subscribers get a BehaviorChanged when one was opened."""
         assignment, opened = await assignments.assign(
-            self._db, agent_id, behavior_id, assigned_by, reason
+            self._db,
+            self._delivered,
+            agent_id,
+            behavior_id,
+            assigned_by=assigned_by,
+            reason=reason,
+            revision=revision,
+            source=source,
+            evidence=evidence,
         )
         if opened:
             self._hub.publish(behavior_changed(assignment))
@@ -176,11 +204,29 @@ class RegistryService:
     async def hot_reload_behavior(
         self, agent_id: str, behavior_id: uuid.UUID, reason: str = "hot_reload"
     ) -> AssignmentRecord:
-        """Assign (as "system") and always notify subscribers, even when the assignment was
-        already current: a hot reload is also a request to reload."""
-        assignment, _ = await assignments.assign(self._db, agent_id, behavior_id, "system", reason)
+        """Assign the current revision (as "system") and always notify subscribers, even
+        when the assignment was already current: a hot reload is also a request to reload."""
+        assignment, _ = await assignments.assign(
+            self._db,
+            self._delivered,
+            agent_id,
+            behavior_id,
+            assigned_by="system",
+            reason=reason,
+        )
         self._hub.publish(behavior_changed(assignment, reason=reason))
         return assignment
+
+    async def allow_scripts(self, agent_id: str, scripts: Sequence[ScriptRef]) -> None:
+        """Deliver extra scripts to the agent besides its assignment's (the other scripts of
+        a multi-script bundle: a canary, an experiment arm), so their outcomes count, each
+        on its own row. Call it before the bundle reaches the agent. Idempotent; a script
+        delivered again under another (behavior, revision), as after a revert, takes that
+        label. Each ref must name a stored revision with that sha256
+        (BehaviorRevisionNotFound, ValueError); a behavior marked deleted is accepted (its
+        revisions stay stored). Assigning is assign_behavior's job: this changes no
+        assignment and no current_* counter."""
+        await assignments.allow_scripts(self._db, self._delivered, agent_id, scripts)
 
     async def get_agent_behavior(self, agent_id: str) -> BehaviorRecord:
         """The behavior currently assigned (its current row; the assigned revision and sha256
@@ -222,15 +268,20 @@ class RegistryService:
         success_rate -> successes = round(rate * tasks_completed), avg_response_time_ms ->
         total_response_time_ms = avg * timed_tasks (timed_tasks = tasks_completed if it was 0).
         For counting, use record_task(s): this is a plain set, under the row lock. It sets the
-        agent's lifetime stats only; the current assignment's counters are not touched."""
+        agent's lifetime stats only; the current assignment's and the scripts' counters are
+        not touched."""
         return await ingestion.update_stats(self._db, agent_id, fields)
 
     async def record_task(
         self, agent_id: str, success: bool, *, duration_ms: float | None = None
-    ) -> None:
-        """Count one task (the seed's record_task, plus its duration). Returns once counted.
-        Concurrent calls for the same agent are written together (see coalescing.py)."""
-        await self._single_outcomes.submit(agent_id, (success, duration_ms))
+    ) -> bool:
+        """Count one task of the agent's current script (the seed's record_task, plus its
+        duration). Returns once counted: True, or False when refused because the agent has
+        no assignment (no script to count it for). Concurrent calls for the same agent are
+        written together (see coalescing.py)."""
+        result = await self._single_outcomes.submit(agent_id, (success, duration_ms))
+        # A merged write holds only outcomes without a script: all refused, or none.
+        return not result.refused
 
     async def record_tasks(
         self,
@@ -239,12 +290,51 @@ class RegistryService:
         *,
         batch_id: uuid.UUID | None = None,
         cycles: int = 0,
-    ) -> int:
-        """Count a batch of task outcomes (in the order they happened) on the agent and its
-        open assignment, atomically and exactly under any concurrency (see hotpath.py).
-        With a batch_id the batch counts at most once, ever: a repeat returns 0. Returns the
-        number of outcomes recorded. `cycles` adds to cycles_completed."""
-        return await ingestion.record_tasks(self._db, agent_id, outcomes, batch_id, cycles)
+        loaded_sha256: str | None = None,
+    ) -> RecordResult:
+        """Count a batch of task outcomes (in the order they happened), atomically and
+        exactly under any concurrency (see hotpath.py). Each outcome counts for the script
+        that ran it: its `behavior_sha256`; without one (older runtimes), `loaded_sha256`
+        (the report's loaded script); without that, the agent's current script (resolved
+        under the agent row's lock). Counted on that script's row (agent_revision_stats), on
+        the agent's lifetime counters, and on the open assignment's only if it is the
+        assignment's script. An outcome of a script never delivered to the agent (by
+        assign_behavior or allow_scripts), or with no script at all, is refused (listed in
+        the result with its index and reason); the rest of the batch counts.
+
+        With a batch_id the batch counts at most once, ever: a repeat records 0 and is
+        `duplicate`. `cycles` adds to cycles_completed."""
+        return await ingestion.record_tasks(
+            self._db, self._delivered, agent_id, outcomes, batch_id, cycles, loaded_sha256
+        )
+
+    async def revision_stats(
+        self,
+        *,
+        namespace: str | None = None,
+        role: str | None = None,
+        behavior_id: uuid.UUID | None = None,
+        agent_ids: Sequence[str] | None = None,
+    ) -> list[RevisionStatsRecord]:
+        """Counts per script (behavior, revision, sha256) summed over the selected agents,
+        in one query. Filters combine: agents of a namespace, of a role (agent_role), scripts
+        of a behavior, the listed agents. Ordered by behavior, revision, sha256."""
+        return await revisions.revision_stats(
+            self._db, namespace=namespace, role=role, behavior_id=behavior_id, agent_ids=agent_ids
+        )
+
+    async def agent_revision_stats(
+        self,
+        *,
+        namespace: str | None = None,
+        agent_ids: Sequence[str] | None = None,
+        behavior_id: uuid.UUID | None = None,
+    ) -> list[AgentRevisionStatsRecord]:
+        """The per-(agent, script) counts, in one query, by agent_id then behavior,
+        revision and sha256. Filters combine as in revision_stats."""
+        return await revisions.agent_revision_stats(
+            self._db, namespace=namespace, agent_ids=agent_ids, behavior_id=behavior_id
+        )
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -269,9 +359,10 @@ class RegistryService:
         self, threshold: float = 0.7, *, min_tasks: int = 10, limit: int | None = None
     ) -> list[UnderperformingAgent]:
         """Active agents whose CURRENT assignment has at least `min_tasks` tasks and a success
-        rate below `threshold`, worst first. The agent's lifetime counters are not judged: an
-        agent switched to a good behavior is judged on that behavior alone. Agents without an
-        assignment are not listed (there is no behavior to judge). `limit`: the worst N only."""
+        rate below `threshold`, worst first (its counters count only its own script). The
+        agent's lifetime counters are not judged: an agent switched to a good behavior is
+        judged on that behavior alone. Agents without an assignment are not listed (there
+        is no behavior to judge). `limit`: the worst N only."""
         return await agents.list_underperforming_agents(self._db, threshold, min_tasks, limit)
 
     # -- notifications -----------------------------------------------------------------------

@@ -8,7 +8,7 @@ to a read-modify-write race.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
@@ -21,7 +21,10 @@ EMPTY_AVG_RESPONSE_TIME_MS = 0.0
 
 @runtime_checkable
 class OutcomeLike(Protocol):
-    """What record_tasks accepts per task (agent_registry.reports.TaskOutcome fits)."""
+    """What record_tasks accepts per task (agent_registry.reports.TaskOutcome fits). Also
+    read when present: `finished_at` (datetime | None) and `behavior_sha256` (str | None,
+    the script that ran the task; see `attribute` for what an outcome without it counts for).
+    A (success, duration_ms) tuple is an outcome without either."""
 
     @property
     def success(self) -> bool: ...
@@ -31,6 +34,11 @@ class OutcomeLike(Protocol):
 
 
 Outcome = OutcomeLike | tuple[bool, float | None]
+
+NO_SCRIPT = (
+    "no script known for this outcome: it has no behavior_sha256, the report names no loaded "
+    "script, and the agent has no assignment"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +72,10 @@ class BatchEffect:
 
 def consecutive_failures_after(previous: int, effect: BatchEffect) -> int:
     return previous * effect.keep_failures + effect.trailing_failures
+
+
+def behavior_sha256(outcome: Outcome) -> str | None:
+    return None if isinstance(outcome, tuple) else getattr(outcome, "behavior_sha256", None)
 
 
 def _unpack(outcome: Outcome) -> tuple[bool, float | None, datetime | None]:
@@ -116,6 +128,114 @@ def batch_effect(outcomes: Iterable[Outcome], now: datetime) -> BatchEffect:
     )
 
 
+@dataclass(slots=True)
+class ScriptGroup:
+    """The accepted outcomes of one script in a batch. `sha256` None: the agent's current
+    script, whichever it is when the write holds the agent row's lock."""
+
+    sha256: str | None
+    tasks: int = 0
+    successes: int = 0
+    timed_tasks: int = 0
+    total_response_time_ms: float = 0.0
+    first_task_at: datetime | None = None
+    last_task_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    """A batch split by script: what counts (`effect` on the agent's lifetime counters, in
+    batch order; `groups` per script) and what is refused: (index, sha256, reason)."""
+
+    effect: BatchEffect
+    groups: tuple[ScriptGroup, ...]
+    refused: tuple[tuple[int, str | None, str], ...]
+
+    @property
+    def recorded(self) -> int:
+        return self.effect.tasks
+
+
+@dataclass(frozen=True, slots=True)
+class Needs:
+    """What attributing a batch needs to know about the agent: whether these scripts were
+    delivered to it, and (`current`) whether it has a current script."""
+
+    shas: frozenset[str]
+    current: bool
+
+
+def needs(outcomes: Sequence[Outcome], loaded_sha256: str | None) -> Needs:
+    shas: set[str] = set()
+    unnamed = False
+    for outcome in outcomes:
+        sha = behavior_sha256(outcome)
+        if sha is None:
+            unnamed = True
+        else:
+            shas.add(sha)
+    if unnamed and loaded_sha256 is not None:
+        shas.add(loaded_sha256)
+    return Needs(frozenset(shas), unnamed and loaded_sha256 is None)
+
+
+def attribute(
+    outcomes: Sequence[Outcome],
+    now: datetime,
+    *,
+    loaded_sha256: str | None,
+    delivered: Container[str],
+    has_current: bool,
+) -> Attribution:
+    """Which script each outcome counts for: its own `behavior_sha256`; without one (older
+    runtimes), the batch's loaded script; without that, the agent's current script. Only a
+    script the registry delivered to the agent counts: anything else is refused, so a
+    runtime cannot make up stats for a script it never ran."""
+    accepted: list[Outcome] = []
+    keys: list[str | None] = []
+    refused: list[tuple[int, str | None, str]] = []
+    for index, outcome in enumerate(outcomes):
+        sha = behavior_sha256(outcome)
+        if sha is not None:
+            if sha not in delivered:
+                refused.append((index, sha, f"script {sha} was never delivered to this agent"))
+                continue
+        elif loaded_sha256 is not None:
+            sha = loaded_sha256
+            if sha not in delivered:
+                refused.append(
+                    (
+                        index,
+                        sha,
+                        f"no behavior_sha256, and the loaded script {sha} was never "
+                        "delivered to this agent",
+                    )
+                )
+                continue
+        elif not has_current:
+            refused.append((index, None, NO_SCRIPT))
+            continue
+        accepted.append(outcome)
+        keys.append(sha)
+    groups: dict[str | None, ScriptGroup] = {}
+    for outcome, key in zip(accepted, keys, strict=True):
+        success, duration, finished = _unpack(outcome)
+        at = now if finished is None or finished > now else finished
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = ScriptGroup(key, first_task_at=at, last_task_at=at)
+        group.tasks += 1
+        group.successes += int(success)
+        if duration is not None:
+            group.timed_tasks += 1
+            group.total_response_time_ms += float(duration)
+        if group.first_task_at is not None and at < group.first_task_at:
+            group.first_task_at = at
+        if group.last_task_at is not None and at > group.last_task_at:
+            group.last_task_at = at
+    return Attribution(batch_effect(accepted, now), tuple(groups.values()), tuple(refused))
+
+
 def success_rate(successes: int, tasks: int) -> float:
     return successes / tasks if tasks > 0 else EMPTY_SUCCESS_RATE
 
@@ -139,12 +259,19 @@ def outcome_notes(
 __all__ = [
     "EMPTY_AVG_RESPONSE_TIME_MS",
     "EMPTY_SUCCESS_RATE",
+    "NO_SCRIPT",
+    "Attribution",
     "BatchEffect",
+    "Needs",
     "Outcome",
     "OutcomeLike",
+    "ScriptGroup",
+    "attribute",
     "avg_response_time_ms",
     "batch_effect",
+    "behavior_sha256",
     "consecutive_failures_after",
+    "needs",
     "outcome_notes",
     "success_rate",
 ]

@@ -10,7 +10,6 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from agent_registry.registry import hotpath
 from agent_registry.registry.engine import WRITE_OPTION
 from agent_registry.registry.outages import translated_errors
 from agent_registry.registry.pgfast import PgFastPath
@@ -26,8 +25,6 @@ class Database:
             # As many hot-path connections as the engine's pool has (its own, see pgfast.py).
             size = getattr(engine.pool, "size", lambda: 10)()
             self.fast = PgFastPath(engine, size=max(int(size), 1))
-            self.plain_sql = self.fast.compile(hotpath.PLAIN)
-            self.batched_sql = self.fast.compile(hotpath.POSTGRES_BATCHED)
 
     async def close(self) -> None:
         if self.fast is not None:
