@@ -674,7 +674,7 @@ def _membership(
                 p.model_copy(
                     update={
                         "left_at": run.now.replace(microsecond=0),
-                        "counts": _as_list(counts) if counts else None,
+                        "counts": _as_list(counts or {}) or None,
                     }
                 )
             )
