@@ -19,7 +19,13 @@ async def _populate(api: Api, kube: Kube, namespace: str) -> None:
         kube.agent(namespace, name)
         await registry.register_agent(f"{namespace}/{name}", "tester")
         await registry.assign_behavior(f"{namespace}/{name}", parent.id)
-    await registry.assign_behavior(f"{namespace}/good", child.id, reason="performance")
+    await registry.assign_behavior(
+        f"{namespace}/good",
+        child.id,
+        reason="performance",
+        source="Policy",
+        evidence={"policy": "promote-tuned", "rate": 0.4},
+    )
     token = kube.token(namespace, "runner")
     assert (await api.report(namespace, "good", report_body(12, 0), token))[0] == 202
     assert (await api.report(namespace, "bad", report_body(2, 10), token))[0] == 202
@@ -43,6 +49,8 @@ async def test_reads_with_rbac_permission(api: Api, kube: Kube, namespace: str) 
     status, history = await api.get(f"/v1/agents/{namespace}/good/assignments", reader)
     assert status == 200, history
     assert [a["reason"] for a in history["items"]] == ["performance", "manual"]
+    assert [a["source"] for a in history["items"]] == ["Policy", None]
+    assert history["items"][0]["evidence"] == {"policy": "promote-tuned", "rate": 0.4}
     assert history["items"][0]["unassigned_at"] is None
     assert history["items"][1]["unassigned_at"] is not None
 

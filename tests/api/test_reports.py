@@ -6,14 +6,21 @@ import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from agent_registry.registry import BehaviorRecord
 from api.harness import Api, Kube, report_body, serve
 
 SCRIPT = "function on_task(task, ctx) return {accept = true, effort = 0.5} end\n"
+SPEC_SCRIPT = "function on_task(task, ctx) return {accept = true, effort = 0.1} end\n"
 
 
-async def _agent(api: Api, kube: Kube, namespace: str, name: str, **kw: str) -> None:
+async def _agent(api: Api, kube: Kube, namespace: str, name: str, **kw: str) -> BehaviorRecord:
+    """An Agent in Kubernetes, registered and assigned a behavior (its outcomes count)."""
     kube.agent(namespace, name, **kw)
-    await api.registry.register_agent(f"{namespace}/{name}", "tester")
+    agent_id = f"{namespace}/{name}"
+    await api.registry.register_agent(agent_id, "tester")
+    spec = await api.registry.create_behavior("spec", "tester", SPEC_SCRIPT, namespace=namespace)
+    await api.registry.assign_behavior(agent_id, spec.id)
+    return spec
 
 
 async def test_accepted_report_updates_the_agent_stats(
@@ -44,11 +51,53 @@ async def test_a_retried_batch_is_counted_once(api: Api, kube: Kube, namespace: 
     second = await api.report(namespace, "a1", body, token)
 
     assert first[0] == second[0] == 202
-    assert second[1] == {"batch_id": body["batch_id"], "recorded": 0, "duplicate": True}
+    assert second[1] == {
+        "batch_id": body["batch_id"],
+        "recorded": 0,
+        "duplicate": True,
+        "refused": [],
+    }
     agent = await api.registry.get_by_agent_id(f"{namespace}/a1")
     assert agent.tasks_completed == 3
     assert api.metric("reports_ingested_total", {"result": "duplicate"}) == 1
     assert api.metric("outcomes_ingested_total") == 3
+
+
+async def test_outcomes_of_scripts_never_delivered_are_refused_one_by_one(
+    api: Api, kube: Kube, namespace: str
+) -> None:
+    spec = await _agent(api, kube, namespace, "a1")
+    token = kube.token(namespace, "a1")
+    unknown = "e" * 64
+    body = report_body(0, 0)
+    body["outcomes"] = [
+        {"success": True, "duration_ms": 5.0, "behavior_sha256": spec.script_sha256},
+        {"success": True, "duration_ms": 5.0, "behavior_sha256": unknown},
+        {"success": False, "duration_ms": 7.0},  # an older runtime: the loaded script's
+    ]
+    # The runtime claims to run a bundle of two scripts; the registry delivered one.
+    body["loaded"] = {
+        "sha256": spec.script_sha256,
+        "loaded_at": datetime.now(UTC).isoformat(),
+        "scripts": [
+            {"sha256": spec.script_sha256, "weight": 0.5},
+            {"sha256": unknown, "weight": 0.5},
+        ],
+    }
+
+    status, accepted, _ = await api.report(namespace, "a1", body, token)
+
+    assert status == 202, accepted
+    assert (accepted["recorded"], accepted["duplicate"]) == (2, False)
+    assert [(r["index"], r["behavior_sha256"]) for r in accepted["refused"]] == [(1, unknown)]
+    assert "never delivered" in accepted["refused"][0]["reason"]
+    assert api.metric("outcomes_ingested_total") == 2
+    stats = await api.registry.agent_revision_stats(agent_ids=[f"{namespace}/a1"])
+    assert [(r.script_sha256, r.tasks, r.successes) for r in stats] == [(spec.script_sha256, 2, 1)]
+    # Retried: counted once; the answer still says what was refused.
+    status, again, _ = await api.report(namespace, "a1", body, token)
+    assert (status, again["recorded"], again["duplicate"]) == (202, 0, True)
+    assert [r["index"] for r in again["refused"]] == [1]
 
 
 async def test_no_token_or_a_bad_token_is_401(api: Api, kube: Kube, namespace: str) -> None:

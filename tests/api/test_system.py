@@ -38,6 +38,8 @@ async def test_unknown_route_is_a_problem_404(api: Api) -> None:
 async def test_metrics_exposition(api: Api, kube: Kube, namespace: str) -> None:
     kube.agent(namespace, "a1")
     await api.registry.register_agent(f"{namespace}/a1", "tester")
+    spec = await api.registry.create_behavior("spec", "tester", "function on_task() end")
+    await api.registry.assign_behavior(f"{namespace}/a1", spec.id)
     token = kube.token(namespace, "runner")
     assert (await api.report(namespace, "a1", report_body(4, 1), token))[0] == 202
     api.metrics.count_reconcile("Agent", "success")

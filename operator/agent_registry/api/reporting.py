@@ -26,7 +26,7 @@ from agent_registry.api.problems import (
     unavailable,
 )
 from agent_registry.registry import AgentNotFound
-from agent_registry.reports import OutcomeReport, ReportAccepted
+from agent_registry.reports import OutcomeReport, RefusedOutcome, ReportAccepted
 
 log = logging.getLogger("agent_registry.api.reports")
 
@@ -79,11 +79,17 @@ async def _ingest(request: web.Request) -> tuple[web.Response, str]:
         # Outcomes first, then the load confirmation: both are idempotent, so a retry after a
         # failure between them records nothing twice (the batch is a duplicate, the
         # confirmation is no longer new).
-        recorded = await registry_call(
+        # Outcomes without behavior_sha256 (older runtimes) count for the loaded script.
+        # loaded.scripts changes nothing: the registry counts only scripts it delivered.
+        result = await registry_call(
             request,
             "record_tasks",
             registry.record_tasks(
-                agent_id, report.outcomes, batch_id=report.batch_id, cycles=report.cycles
+                agent_id,
+                report.outcomes,
+                batch_id=report.batch_id,
+                cycles=report.cycles,
+                loaded_sha256=report.loaded.sha256 if report.loaded is not None else None,
             ),
         )
         if report.loaded is not None:
@@ -123,14 +129,28 @@ async def _ingest(request: web.Request) -> tuple[web.Response, str]:
         )
     if report.dropped:
         log.warning("agent %s dropped %d outcomes on buffer overflow", agent_id, report.dropped)
+    if result.refused and not result.duplicate:
+        first = result.refused[0]
+        log.warning(
+            "agent %s: %d of %d outcomes refused (first: %s)",
+            agent_id,
+            len(result.refused),
+            len(report.outcomes),
+            first.reason,
+        )
 
-    # recorded is 0 both for a duplicate batch and for an empty one: only a non-empty batch
-    # that recorded nothing is known to be a duplicate.
-    duplicate = recorded == 0 and len(report.outcomes) > 0
-    metrics.count_outcomes(recorded)
-    accepted = ReportAccepted(batch_id=report.batch_id, recorded=recorded, duplicate=duplicate)
+    metrics.count_outcomes(result.recorded)
+    accepted = ReportAccepted(
+        batch_id=report.batch_id,
+        recorded=result.recorded,
+        duplicate=result.duplicate,
+        refused=[
+            RefusedOutcome(index=r.index, behavior_sha256=r.sha256, reason=r.reason)
+            for r in result.refused
+        ],
+    )
     response = web.json_response(accepted.model_dump(mode="json"), status=202)
-    return response, "duplicate" if duplicate else "accepted"
+    return response, "duplicate" if result.duplicate else "accepted"
 
 
 __all__ = ["post_report"]

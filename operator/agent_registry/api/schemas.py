@@ -60,7 +60,8 @@ class AgentList(_View):
 
 
 class AssignmentView(_View):
-    """One behavior assignment of an agent; open while unassigned_at is null."""
+    """One behavior assignment of an agent; open while unassigned_at is null. Its counters
+    count only outcomes of its own script (script_sha256)."""
 
     id: uuid.UUID | None = None
     agent_id: str
@@ -76,6 +77,13 @@ class AssignmentView(_View):
     outcome_notes: str | None = None
     loaded_at: datetime | None = Field(
         default=None, description="When the agent first confirmed it loaded this script."
+    )
+    source: str | None = Field(
+        default=None,
+        description="The rule that decided it: Spec, Pin, Experiment, Policy or Rollout.",
+    )
+    evidence: dict[str, Any] = Field(
+        default_factory=dict, description="What the decision rested on."
     )
 
 
