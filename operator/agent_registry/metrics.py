@@ -6,9 +6,10 @@ operators in one test process, or two test apps, never collide on metric names.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 # Reload latency spans an API-watch reload (tens of milliseconds) up to a kubelet ConfigMap
@@ -79,6 +80,27 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.rollout_aborts = Counter(
+            "rollout_aborts_total",
+            "Canary rollouts aborted (agents rolled back to the stable revision).",
+            ("namespace", "behavior"),
+            registry=self.registry,
+        )
+        self.rollout_promotions = Counter(
+            "rollout_promotions_total",
+            "Canary rollouts promoted (the canary became the stable revision).",
+            ("namespace", "behavior"),
+            registry=self.registry,
+        )
+        # From status, so it is right after a restart: alert on it, since Git then declares a
+        # script that no agent runs.
+        self.rollouts_aborted = Gauge(
+            "rollouts_aborted",
+            "1 per AgentBehavior whose last rollout was aborted (Degraded=True).",
+            ("namespace", "behavior"),
+            registry=self.registry,
+        )
+
     def count_reconcile(self, kind: str, result: str) -> None:
         self.reconciles.labels(kind=kind, result=result).inc()
 
@@ -95,6 +117,17 @@ class Metrics:
 
     def count_registry_error(self, operation: str) -> None:
         self.registry_errors.labels(operation=operation).inc()
+
+    def count_rollout(self, namespace: str, behavior: str, outcome: str) -> None:
+        counter = self.rollout_aborts if outcome == "Aborted" else self.rollout_promotions
+        counter.labels(namespace=namespace, behavior=behavior).inc()
+
+    def show_aborted(self, namespace: str, behavior: str, aborted: bool) -> None:
+        if aborted:
+            self.rollouts_aborted.labels(namespace=namespace, behavior=behavior).set(1)
+            return
+        with contextlib.suppress(KeyError):  # never aborted: no series to drop
+            self.rollouts_aborted.remove(namespace, behavior)
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric, for GET /metrics."""

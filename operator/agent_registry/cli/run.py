@@ -88,6 +88,13 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./agent-registry.db"
     help="Tasks the current assignment needs before an Agent can be flagged Underperforming.",
 )
 @click.option(
+    "--rollout-interval",
+    type=click.FloatRange(min=0.5),
+    default=10.0,
+    show_default=True,
+    help="Seconds between two analyses of a canary rollout in progress.",
+)
+@click.option(
     "--delete-timeout",
     type=click.FloatRange(min=0),
     default=60.0,
@@ -126,6 +133,7 @@ def command(
     status_interval: float,
     underperforming_threshold: float,
     underperforming_min_tasks: int,
+    rollout_interval: float,
     delete_timeout: float,
     registry_url: str | None,
     peering: str | None,
@@ -162,6 +170,7 @@ def command(
         status_interval=status_interval,
         underperforming_threshold=underperforming_threshold,
         underperforming_min_tasks=underperforming_min_tasks,
+        rollout_interval=rollout_interval,
         delete_timeout=delete_timeout,
         migrate=migrate,
         webhook=webhook,

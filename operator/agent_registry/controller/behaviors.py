@@ -1,4 +1,5 @@
-"""AgentBehavior handlers: validate the Lua, store the revision, hot-reload its agents."""
+"""AgentBehavior handlers: validate the Lua, store the revision, hot-reload its agents (or,
+with spec.rollout Canary, start the new revision's rollout)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from agent_registry.controller.context import context_of
 from agent_registry.controller.events import post_event
 from agent_registry.controller.indexes import Key, ObjectState, one, state_of
 from agent_registry.controller.retrying import retry_on_outage
+from agent_registry.controller.rollouts import RevisionRef, on_new_revision, replacement_patch
 from agent_registry.controller.status import (
+    KEEP,
     desired_behavior_status,
     status_patch,
     validity_condition,
@@ -115,6 +118,15 @@ async def reconcile_behavior(
             reason="Revision",
             message=f"revision {record.revision} ({record.script_sha256[:12]})",
         )
+    # Canary (spec.rollout): the new revision starts a rollout instead of reaching every
+    # agent; the agents follow when this status arrives (controller.rollout_handlers).
+    rollout = on_new_revision(
+        behavior.name,
+        behavior.spec,
+        behavior.status,
+        RevisionRef(record.revision, record.script_sha256),
+        now,
+    )
     agents = agents_of(behavior.namespace, behavior.name, agents_by_behavior, agent_states)
     if reason == "resume" and record.revision == behavior.status.get("revision"):
         # Operator restart, nothing new: every Agent's own resume handler syncs it anyway.
@@ -138,10 +150,20 @@ async def reconcile_behavior(
         successes=summary.successes,
         now=now,
         generation=behavior.generation,
+        rollout=rollout.rollout if rollout is not None else KEEP,
     )
-    patch.status.update(status_patch(behavior.status, desired) or {})
+    changes = status_patch(behavior.status, desired) or {}
+    if "rollout" in changes:
+        changes["rollout"] = replacement_patch(behavior.status.get("rollout"), changes["rollout"])
+    patch.status.update(changes)
+    for event in rollout.events if rollout is not None else ():
+        await post_event(
+            ctx, behavior, reason=event.reason, message=event.message, warning=event.warning
+        )
     if ctx.metrics is not None:
         ctx.metrics.reconciles.labels(kind="AgentBehavior", result="ok").inc()
+        if rollout is not None and rollout.outcome is not None:
+            ctx.metrics.count_rollout(behavior.namespace, behavior.name, rollout.outcome)
 
 
 async def delete_behavior(

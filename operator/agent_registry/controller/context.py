@@ -36,6 +36,8 @@ class OperatorConfig:
     # Underperforming condition: current assignment's success rate < threshold over >= min_tasks.
     underperforming_threshold: float = 0.7
     underperforming_min_tasks: int = 10
+    # How often a canary rollout in progress is analysed (seconds).
+    rollout_interval: float = 10.0
 
 
 @dataclass
@@ -49,6 +51,9 @@ class OperatorContext:
     # One lock per agent: its own handler and its behavior's handler may both sync it at once
     # (on a restart both resume); serialized, the last writer renders the newest revision.
     agent_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    # Per AgentBehavior, what its rollout status made its agents run when last seen (only to
+    # skip re-deciding on status events that change nothing for them; the status is the truth).
+    rollout_serving: dict[tuple[str, str], tuple[Any, ...]] = field(default_factory=dict)
 
     def agent_lock(self, agent_id: str) -> asyncio.Lock:
         return self.agent_locks.setdefault(agent_id, asyncio.Lock())

@@ -1,5 +1,6 @@
 """The few Kubernetes writes the operator makes itself (kopf does the watching): server-side
-apply of owned objects, delete, merge patches of `/status`, and Events."""
+apply of owned objects, delete, merge patches of `/status` and of metadata (consumed
+annotations), and Events."""
 
 from __future__ import annotations
 
@@ -64,6 +65,24 @@ class Kube(KubeClient):
         body: Manifest = {"status": status}
         if resource_version is not None:
             body["metadata"] = {"resourceVersion": resource_version}
+        return await self.request("PATCH", path, body, content_type="application/merge-patch+json")
+
+    async def patch_metadata(
+        self,
+        api_version: str,
+        plural: str,
+        namespace: str,
+        name: str,
+        metadata: Manifest,
+        *,
+        resource_version: str | None = None,
+    ) -> Manifest | None:
+        """Merge-patch metadata (e.g. `{"annotations": {key: None}}` removes one); None when
+        the object is gone. With `resource_version`, only onto that version (409 otherwise)."""
+        body: Manifest = {"metadata": dict(metadata)}
+        if resource_version is not None:
+            body["metadata"]["resourceVersion"] = resource_version
+        path = object_path(api_version, plural, namespace, name)
         return await self.request("PATCH", path, body, content_type="application/merge-patch+json")
 
     async def post_event(

@@ -13,7 +13,7 @@ from typing import Any
 
 import kopf
 
-from agent_registry.controller import agents, behaviors, indexes, webhook
+from agent_registry.controller import agents, behaviors, indexes, rollout_handlers, webhook
 from agent_registry.controller.context import OperatorConfig, OperatorContext, context_of
 from agent_registry.controller.indexes import Key, ObjectState
 from agent_registry.controller.writeback import run_status_loop
@@ -127,6 +127,18 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         on(*behavior, registry=registry, id="reconcile")(_fn(behaviors.reconcile_behavior))
     kopf.on.delete(*agent, registry=registry, id="unregister")(_fn(agents.delete_agent))
     kopf.on.delete(*behavior, registry=registry, id="mark-deleted")(_fn(behaviors.delete_behavior))
+
+    # Canary rollouts: analysed on a timer while one is in progress (or an action annotation
+    # waits); the agents follow the status through the watch.
+    kopf.timer(
+        *behavior,
+        registry=registry,
+        id="rollout",
+        interval=config.rollout_interval,
+        initial_delay=min(1.0, config.rollout_interval),
+        when=rollout_handlers.needs_timer,
+    )(_fn(rollout_handlers.evaluate_rollout))
+    kopf.on.event(*behavior, registry=registry, id="rollout")(_fn(rollout_handlers.follow_rollout))
 
     if config.webhook:
         kopf.on.validate(*behavior, registry=registry, id="lua", operations=["CREATE", "UPDATE"])(
