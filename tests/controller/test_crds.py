@@ -58,7 +58,35 @@ def test_printer_columns_are_the_documented_ones() -> None:
             c["name"].upper() for c in version["additionalPrinterColumns"] if not c.get("priority")
         ]
 
-    assert columns("Agent") == ["ROLE", "BEHAVIOR", "PHASE", "TASKS", "SUCCESS", "LOADED", "AGE"]
+    assert columns("Agent") == [
+        "ROLE",
+        "BEHAVIOR",
+        "SOURCE",
+        "PHASE",
+        "TASKS",
+        "SUCCESS",
+        "LOADED",
+        "AGE",
+    ]
+    assert columns("BehaviorPolicy") == [
+        "ROLE",
+        "MODE",
+        "AGENTS",
+        "SWITCHES",
+        "LAST-SWITCH",
+        "AGE",
+    ]
+    assert crds["BehaviorPolicy"]["spec"]["names"]["shortNames"] == ["bp"]
+    assert columns("BehaviorExperiment") == [
+        "ROLE",
+        "ARMS",
+        "PHASE",
+        "WINNER",
+        "P-VALUE",
+        "TASKS",
+        "AGE",
+    ]
+    assert crds["BehaviorExperiment"]["spec"]["names"]["shortNames"] == ["bx"]
     assert columns("AgentBehavior") == [
         "ROLE",
         "REVISION",
@@ -73,6 +101,30 @@ def test_printer_columns_are_the_documented_ones() -> None:
     for crd in crds.values():
         assert crd["spec"]["names"]["categories"] == ["singularity"]
         assert crd["spec"]["versions"][0]["subresources"] == {"status": {}}
+
+
+@pytest.mark.parametrize("file_name", sorted(all_crds()))
+def test_exclusive_bounds_are_booleans(file_name: str) -> None:
+    """OpenAPI v3.0, as CRDs want it: pydantic's numeric `exclusiveMinimum: 0` is refused by
+    the apiserver, `minimum: 0` with `exclusiveMinimum: true` is the same bound."""
+    crd = yaml.safe_load(render_yaml(all_crds()[file_name]))
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for path, node in _walk(schema):
+        for exclusive, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+            if exclusive in node:
+                assert node[exclusive] is True, path
+                assert bound in node, path
+
+
+def test_experiment_weights_are_exclusive_of_zero() -> None:
+    crd = all_crds()["agents.singularity.dev_behaviorexperiments.yaml"]
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    weight = spec["properties"]["arms"]["items"]["properties"]["weight"]
+    assert (weight["minimum"], weight["exclusiveMinimum"]) == (0, True)
+    assert (spec["properties"]["arms"]["minItems"], spec["properties"]["arms"]["maxItems"]) == (
+        2,
+        5,
+    )
 
 
 def test_template_keeps_unknown_fields() -> None:

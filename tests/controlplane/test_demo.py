@@ -1,6 +1,7 @@
 """`agentreg dev demo` end to end, against the session's control plane (through KUBECONFIG, which
-the demo must honor): operator, examples, local runtimes, a confirmed hot reload, and --down
-stopping every process it started while leaving a KUBECONFIG cluster alone."""
+the demo must honor): operator, examples, local runtimes, a confirmed hot reload, a policy switch,
+an A/B experiment to its verdict, and --down stopping every process it started while leaving a
+KUBECONFIG cluster alone."""
 
 from __future__ import annotations
 
@@ -46,8 +47,20 @@ def test_the_demo_runs_agents_hot_reloads_and_stops(
         rows = {line.split()[0]: line.split() for line in table if line.startswith("coder-")}
         assert sorted(rows) == ["coder-1", "coder-2", "coder-3"]
         for row in rows.values():
-            assert row[3] == "Active"
-            assert int(row[4]) > 0  # TASKS: reported by the runtimes, written back by the operator
+            assert row[4] == "Active"  # NAME ROLE BEHAVIOR SOURCE PHASE TASKS ...
+            assert int(row[5]) > 0  # TASKS: reported by the runtimes, written back by the operator
+        # The policy moved coder-3 off `quick`; the others stay on their spec.
+        assert rows["coder-3"][3] == "Policy"
+        assert rows["coder-3"][2] != "quick"
+        assert [rows[n][3] for n in ("coder-1", "coder-2")] == ["Spec", "Spec"]
+        policies = started.stdout.split("$ kubectl get behaviorpolicies")[1].splitlines()
+        assert any(line.startswith("coders ") for line in policies)
+        # The A/B experiment reached its verdict (careful beats quick by far); with Report its
+        # participants went back to what they had, which the SOURCE column above shows.
+        experiments = started.stdout.split("$ kubectl get bx")[1].splitlines()
+        assert experiments[1].split()[:5] == ["NAME", "ROLE", "ARMS", "PHASE", "WINNER"]
+        (verdict,) = [line.split() for line in experiments if line.startswith("careful-vs-quick ")]
+        assert verdict[1:5] == ["code_developer", "careful,quick", "Concluded", "careful"]
         assert len(pids) == 4  # the operator and one runtime per Agent
     finally:
         stopped = run_demo(kube_cluster, tmp_path, "--down")

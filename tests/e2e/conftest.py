@@ -170,7 +170,7 @@ class OperatorProcess:
 def crds(kube_cluster: Any) -> None:
     """The CRDs from crds/, established (cluster-scoped; applied once per session)."""
     kube_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS_DIR))
-    for plural in ("agents", "agentbehaviors"):
+    for plural in ("agents", "agentbehaviors", "behaviorpolicies", "behaviorexperiments"):
         kube_cluster.kubectl(
             "wait", "--for=condition=Established", "--timeout=60s", f"crd/{plural}.{GROUP}"
         )

@@ -21,10 +21,19 @@ GROUP = "agents.singularity.dev"
 # The table in operator/agent_registry/controller/__init__.py, namespaced part.
 NAMESPACED_RULES = [
     {"apiGroups": [GROUP], "resources": ["agents"], "verbs": ["get", "list", "watch", "patch"]},
-    {"apiGroups": [GROUP], "resources": ["agentbehaviors"], "verbs": ["list", "watch", "patch"]},
     {
         "apiGroups": [GROUP],
-        "resources": ["agents/status", "agentbehaviors/status"],
+        "resources": ["agentbehaviors", "behaviorpolicies", "behaviorexperiments"],
+        "verbs": ["list", "watch", "patch"],
+    },
+    {
+        "apiGroups": [GROUP],
+        "resources": [
+            "agents/status",
+            "agentbehaviors/status",
+            "behaviorpolicies/status",
+            "behaviorexperiments/status",
+        ],
         "verbs": ["patch"],
     },
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "patch"]},

@@ -21,9 +21,13 @@ NAMESPACED: Rules = {
     # kopf: watch, and patch metadata (finalizer, progress annotations).
     (GROUP, "agents"): frozenset({"get", "list", "watch", "patch"}),
     (GROUP, "agentbehaviors"): frozenset({"list", "watch", "patch"}),
+    (GROUP, "behaviorpolicies"): frozenset({"list", "watch", "patch"}),
+    (GROUP, "behaviorexperiments"): frozenset({"list", "watch", "patch"}),
     # status write-back.
     (GROUP, "agents/status"): frozenset({"patch"}),
     (GROUP, "agentbehaviors/status"): frozenset({"patch"}),
+    (GROUP, "behaviorpolicies/status"): frozenset({"patch"}),
+    (GROUP, "behaviorexperiments/status"): frozenset({"patch"}),
     # the behavior ConfigMap per Agent (server-side apply), and the Deployment from
     # Agent.spec.template (applied; read and deleted when the template goes away).
     ("", "configmaps"): frozenset({"create", "patch"}),

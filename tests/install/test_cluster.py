@@ -158,7 +158,7 @@ def test_real_apply_of_crds_rbac_and_examples(
     kube_cluster: Any, namespace: str, chart_rbac: tuple[str, str]
 ) -> None:
     kube_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
-    for crd in ("agents", "agentbehaviors"):
+    for crd in ("agents", "agentbehaviors", "behaviorpolicies", "behaviorexperiments"):
         kube_cluster.kubectl(
             "wait",
             "--for=condition=Established",

@@ -102,11 +102,11 @@ Namespaced rules: granted per served namespace (Role) or everywhere (ClusterRole
   resources: [agents]
   verbs: [get, list, watch, patch]
 - apiGroups: [agents.singularity.dev]
-  resources: [agentbehaviors]
+  resources: [agentbehaviors, behaviorpolicies, behaviorexperiments]
   verbs: [list, watch, patch]
 # Status write-back (stats, conditions, assigned and loaded behavior): merge patches.
 - apiGroups: [agents.singularity.dev]
-  resources: [agents/status, agentbehaviors/status]
+  resources: [agents/status, agentbehaviors/status, behaviorpolicies/status, behaviorexperiments/status]
   verbs: [patch]
 # One ConfigMap per Agent (behavior.lua + behavior.json), server-side applied, owned by the Agent
 # (garbage-collected with it: no delete).

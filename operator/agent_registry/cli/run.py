@@ -88,6 +88,20 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./agent-registry.db"
     help="Tasks the current assignment needs before an Agent can be flagged Underperforming.",
 )
 @click.option(
+    "--policy-interval",
+    type=click.FloatRange(min=0.5),
+    default=15.0,
+    show_default=True,
+    help="Seconds between two evaluations of a BehaviorPolicy.",
+)
+@click.option(
+    "--experiment-interval",
+    type=click.FloatRange(min=0.5),
+    default=10.0,
+    show_default=True,
+    help="Seconds between two evaluations of a BehaviorExperiment.",
+)
+@click.option(
     "--rollout-interval",
     type=click.FloatRange(min=0.5),
     default=10.0,
@@ -106,6 +120,15 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./agent-registry.db"
     default=None,
     help="Registry API URL agents report to (rendered into Deployments). "
     "Default: http://agent-registry.<operator namespace>.svc:8080.",
+)
+@click.option(
+    "--report-auth",
+    type=click.Choice(["serviceaccount", "namespace"]),
+    default="serviceaccount",
+    show_default=True,
+    help="Who may report for an Agent: its own ServiceAccount (spec.serviceAccountName, else "
+    "the pod template's, else the one named like the Agent), or, as an opt-out, any "
+    "ServiceAccount of its namespace unless spec.serviceAccountName is set.",
 )
 @click.option("--peering", default=None, help="kopf peering name for HA (default: standalone).")
 @click.option(
@@ -133,9 +156,12 @@ def command(
     status_interval: float,
     underperforming_threshold: float,
     underperforming_min_tasks: int,
+    policy_interval: float,
+    experiment_interval: float,
     rollout_interval: float,
     delete_timeout: float,
     registry_url: str | None,
+    report_auth: str,
     peering: str | None,
     kubeconfig: str | None,
     verbose: bool,
@@ -170,8 +196,11 @@ def command(
         status_interval=status_interval,
         underperforming_threshold=underperforming_threshold,
         underperforming_min_tasks=underperforming_min_tasks,
+        policy_interval=policy_interval,
+        experiment_interval=experiment_interval,
         rollout_interval=rollout_interval,
         delete_timeout=delete_timeout,
+        report_auth=report_auth,
         migrate=migrate,
         webhook=webhook,
         webhook_managed=webhook_cert is None if webhook_managed is None else webhook_managed,

@@ -1,5 +1,6 @@
-"""The operator: kopf handlers for Agent and AgentBehavior, the status write-back loop, the
-admission webhook, and the pure rendering/condition logic they call.
+"""The operator: kopf handlers for Agent, AgentBehavior, BehaviorPolicy and BehaviorExperiment,
+the status write-back loop, the admission webhook, and the pure rendering/condition logic they
+call.
 
 RBAC the operator process uses (controller + the registry API it serves), exactly:
 
@@ -7,8 +8,12 @@ RBAC the operator process uses (controller + the registry API it serves), exactl
   ------------------------------  --------------------------------  ------------------------------
   agents.singularity.dev          agents                            get, list, watch, patch
   agents.singularity.dev          agentbehaviors                    list, watch, patch
+  agents.singularity.dev          behaviorpolicies                  list, watch, patch
+  agents.singularity.dev          behaviorexperiments               list, watch, patch
   agents.singularity.dev          agents/status                     patch
   agents.singularity.dev          agentbehaviors/status             patch
+  agents.singularity.dev          behaviorpolicies/status           patch
+  agents.singularity.dev          behaviorexperiments/status        patch
   "" (core)                       configmaps                        create, patch (SSA)
   apps                            deployments                       get, create, patch, delete
   "" (core)                       events                            create (kopf and loop Events)

@@ -16,9 +16,18 @@ from typing import Any
 import kopf
 
 from agent_registry.controller import rendering
+from agent_registry.controller.arbitration import (
+    BehaviorCatalog,
+    BehaviorIndex,
+    apply_decision,
+    decide_agent,
+    facts_for,
+    pin_condition,
+)
+from agent_registry.controller.conditions import Cond, find
 from agent_registry.controller.context import ASSIGNED_BY, OperatorContext, context_of
 from agent_registry.controller.events import post_event
-from agent_registry.controller.indexes import Key, ObjectState, one, state_of
+from agent_registry.controller.indexes import Key, ObjectState, state_of
 from agent_registry.controller.retrying import retry_on_outage
 from agent_registry.controller.status import (
     AgentView,
@@ -26,26 +35,16 @@ from agent_registry.controller.status import (
     status_patch,
     underperforming_policy,
 )
-from agent_registry.controller.views import (
-    ViewReader,
-    agent_view,
-    assignment_view,
-    open_assignment,
-)
+from agent_registry.controller.views import ViewReader, agent_view, assignment_view
+from agent_registry.decisions.arbiter import PIN_CONDITION, Decision
 from agent_registry.registry import (
     AgentAlreadyRegistered,
     AgentNotFound,
     AgentRecord,
-    AssignmentRecord,
-    BehaviorNotFound,
-    BehaviorRecord,
     RegistryUnavailable,
 )
 
 logger = logging.getLogger(__name__)
-
-REASON_SPEC = "spec"
-REASON_HOT_RELOAD = "hot_reload"
 
 
 def agent_id_of(namespace: str, name: str) -> str:
@@ -80,58 +79,6 @@ async def ensure_registered(ctx: OperatorContext, agent: ObjectState) -> AgentRe
     return record
 
 
-def behavior_limits(behavior_state: ObjectState | None) -> dict[str, int]:
-    limits = (behavior_state.spec.get("limits") if behavior_state else None) or {}
-    return {str(k): int(v) for k, v in limits.items() if v is not None}
-
-
-async def assign_and_render(
-    ctx: OperatorContext,
-    agent: ObjectState,
-    behavior: BehaviorRecord,
-    *,
-    limits: dict[str, int],
-    trust_status: bool = False,
-) -> tuple[str | None, AssignmentRecord | None]:
-    """Assign `behavior` (its current revision) and apply the agent's ConfigMap.
-
-    Returns the assignment reason when the assignment changed (for an Event), else None, and
-    the open assignment when known without another query.
-    With `trust_status` the agent's current assignment is taken from its status (written from
-    the registry; revisions only go up) instead of a registry read: the hot-reload path saves
-    a query per agent that way. A stale status costs at most a no-op assignment.
-    """
-    agent_id = agent_id_of(agent.namespace, agent.name)
-    before = None
-    if trust_status:
-        shown = agent.status.get("behavior") or {}
-        same_behavior = shown.get("name") == behavior.name
-        changed = not (same_behavior and shown.get("revision") == behavior.revision)
-    else:
-        before = await open_assignment(ctx.registry, agent_id)
-        same_behavior = before is not None and before.behavior_id == behavior.id
-        changed = not (
-            before is not None and same_behavior and before.behavior_revision == behavior.revision
-        )
-    reason = REASON_HOT_RELOAD if same_behavior else REASON_SPEC
-    assignment = before
-    if changed:
-        assignment = await ctx.registry.assign_behavior(
-            agent_id, behavior.id, assigned_by=ASSIGNED_BY, reason=reason
-        )
-    owner = rendering.Owner(name=agent.name, namespace=agent.namespace, uid=agent.uid)
-    snapshot = rendering.BehaviorSnapshot(
-        name=behavior.name,
-        namespace=behavior.namespace,
-        revision=behavior.revision,
-        sha256=behavior.script_sha256,
-        script=behavior.lua_script,
-        limits=limits,
-    )
-    await ctx.kube.apply(rendering.render_configmap(owner, snapshot))
-    return (reason if changed else None), assignment
-
-
 async def apply_workload(ctx: OperatorContext, agent: ObjectState) -> None:
     """The Deployment when spec.template is set; removed when the template goes away."""
     name = rendering.deployment_name(agent.name)
@@ -157,55 +104,67 @@ async def apply_workload(ctx: OperatorContext, agent: ObjectState) -> None:
 @dataclass(frozen=True)
 class SyncResult:
     record: AgentRecord
-    reason: str | None  # of a new assignment, None when it did not change
+    decision: Decision
+    changed: bool  # a new assignment was opened: an Event is due
     view: AgentView | None  # when known without another registry read
+    pinned: Cond | None  # the Pinned condition (None: no pin annotation)
 
 
 async def sync_agent(
     ctx: OperatorContext,
     agent: ObjectState,
-    behavior_state: ObjectState | None,
+    behavior_states: BehaviorIndex,
     *,
     workload: bool,
 ) -> SyncResult:
-    """Registry + ConfigMap (+ Deployment when `workload`)."""
+    """Registry + the arbiter's decision + ConfigMap (+ Deployment when `workload`)."""
     async with ctx.agent_lock(agent_id_of(agent.namespace, agent.name)):
         record = await ensure_registered(ctx, agent)
-        reason = None
+        catalog = BehaviorCatalog(ctx, agent.namespace)
+        facts = facts_for(ctx, agent)
+        decision, _ = await decide_agent(catalog, facts)
+        applied = await apply_decision(ctx, agent, decision, catalog, behavior_states)
         view = None
-        if agent.behavior_ref is not None:
-            try:
-                behavior = await ctx.registry.get_behavior_by_name(
-                    agent.namespace, agent.behavior_ref
-                )
-            except BehaviorNotFound:
-                behavior = None  # not valid yet: the AgentBehavior handler assigns it when it is
-            if behavior is not None and behavior.deleted_at is None:
-                reason, assignment = await assign_and_render(
-                    ctx, agent, behavior, limits=behavior_limits(behavior_state)
-                )
-                if assignment is not None:
-                    view = agent_view(record, assignment_view(assignment, behavior))
+        if applied.assignment is not None and decision.primary is not None:
+            behavior = await catalog.record(decision.primary.behavior)
+            view = agent_view(record, assignment_view(applied.assignment, behavior))
         if workload:
             await apply_workload(ctx, agent)
-    return SyncResult(record, reason, view)
+    return SyncResult(record, decision, applied.changed, view, pin_condition(facts, decision))
 
 
-async def post_assignment_event(
-    ctx: OperatorContext, agent: ObjectState, reason: str | None, status: dict[str, Any]
+async def post_decision_events(
+    ctx: OperatorContext,
+    agent: ObjectState,
+    result: SyncResult,
+    status: dict[str, Any],
 ) -> None:
-    if reason is None:
-        return
-    behavior = status.get("behavior") or {}
-    await post_event(
-        ctx,
-        agent,
-        reason="BehaviorAssigned" if reason == REASON_SPEC else "BehaviorReloaded",
-        message=(
-            f"assigned {behavior.get('name')} revision {behavior.get('revision')} "
-            f"({str(behavior.get('sha256', ''))[:12]}), reason {reason}"
-        ),
-    )
+    """An Event when the decision changed, and one when a pin is refused (only on the
+    transition, so a standing bad pin does not post on every resync)."""
+    if result.changed:
+        behavior = status.get("behavior") or {}
+        decision = result.decision
+        await post_event(
+            ctx,
+            agent,
+            reason="BehaviorAssigned"
+            if decision.source != "Spec" or not _same_behavior(agent, behavior)
+            else "BehaviorReloaded",
+            message=(
+                f"{decision.source}: {behavior.get('name')} revision {behavior.get('revision')} "
+                f"({str(behavior.get('sha256', ''))[:12]}): {decision.reason}"
+            ),
+        )
+    pinned = result.pinned
+    before = find(agent.status.get("conditions"), PIN_CONDITION)
+    shown = None if before is None else (before.get("status"), before.get("reason"))
+    if pinned is not None and not pinned.is_true and shown != (pinned.status, pinned.reason):
+        await post_event(ctx, agent, reason="PinRefused", message=pinned.message, warning=True)
+
+
+def _same_behavior(agent: ObjectState, behavior: dict[str, Any]) -> bool:
+    shown = agent.status.get("behavior") or {}
+    return bool(shown) and shown.get("name") == behavior.get("name")
 
 
 async def agent_status(
@@ -214,6 +173,7 @@ async def agent_status(
     *,
     observed_generation: int | None,
     view: AgentView | None = None,
+    pinned: Cond | None = None,
 ) -> dict[str, Any]:
     if view is None:
         record = await ctx.registry.get_by_agent_id(agent_id_of(agent.namespace, agent.name))
@@ -226,6 +186,8 @@ async def agent_status(
         observed_generation=observed_generation,
         generation=agent.generation,
         policy=underperforming_policy(ctx.config),
+        extra=[pinned] if pinned is not None else [],
+        remove_extra=[] if pinned is not None else [PIN_CONDITION],
     )
 
 
@@ -240,15 +202,18 @@ async def reconcile_agent(
     """create / update / resume of an Agent."""
     ctx = context_of(memo)
     agent = state_of("Agent", body)
-    behavior_state = (
-        one(behavior_states, (agent.namespace, agent.behavior_ref)) if agent.behavior_ref else None
+    synced = await sync_agent(ctx, agent, behavior_states, workload=True)
+    desired = await agent_status(
+        ctx,
+        agent,
+        observed_generation=agent.generation,
+        view=synced.view,
+        pinned=synced.pinned,
     )
-    synced = await sync_agent(ctx, agent, behavior_state, workload=True)
-    desired = await agent_status(ctx, agent, observed_generation=agent.generation, view=synced.view)
     changes = status_patch(agent.status, desired)
     if changes:
         patch.status.update(changes)
-    await post_assignment_event(ctx, agent, synced.reason, desired)
+    await post_decision_events(ctx, agent, synced, desired)
     if ctx.metrics is not None:
         ctx.metrics.reconciles.labels(kind="Agent", result="ok").inc()
 
@@ -286,50 +251,54 @@ async def delete_agent(
         ctx.metrics.reconciles.labels(kind="Agent", result="deleted").inc()
 
 
-async def reload_agents(
+async def redecide_agents(
     ctx: OperatorContext,
     agents: list[ObjectState],
-    behavior_state: ObjectState | None,
-    behavior: BehaviorRecord,
     *,
     concurrency: int = 16,
 ) -> None:
-    """After a behavior's new revision: reassign and re-render each agent using it. Only the
-    ConfigMaps change; Deployments are not touched (no pod restarts).
+    """Decide again for these agents and re-render their ConfigMaps: after a behavior's new
+    revision (its agents by spec or by pin), or when a policy's grants changed. Deployments
+    are not touched (no pod restarts).
 
-    This is the hot-reload latency path, so it does the least per agent: one assignment and one
+    This is the hot-reload latency path, so it does the least per agent: one decision (the
+    behaviors are read once for all agents of the namespace), at most one assignment and one
     ConfigMap apply. Status follows from the write-back loop, Events after every ConfigMap.
     """
+    assert ctx.indexes is not None, "the startup handler sets the indexes"
+    behavior_states = ctx.indexes.behavior_states
     semaphore = asyncio.Semaphore(concurrency)
-    limits = behavior_limits(behavior_state)
-    reasons: dict[str, str] = {}
+    catalogs: dict[str, BehaviorCatalog] = {}
+    changed: list[tuple[ObjectState, Decision]] = []
 
     async def one_agent(agent: ObjectState) -> None:
+        catalog = catalogs.setdefault(agent.namespace, BehaviorCatalog(ctx, agent.namespace))
         async with semaphore, ctx.agent_lock(agent_id_of(agent.namespace, agent.name)):
+            decision, _ = await decide_agent(catalog, facts_for(ctx, agent))
             try:
-                reason, _ = await assign_and_render(
-                    ctx, agent, behavior, limits=limits, trust_status=True
+                applied = await apply_decision(
+                    ctx, agent, decision, catalog, behavior_states, trust_status=True
                 )
             except AgentNotFound:
-                return  # not registered yet: its own create handler assigns the newest revision
-            if reason is not None:
-                reasons[agent.name] = reason
+                return  # not registered yet: its own create handler decides
+            if applied.changed:
+                changed.append((agent, decision))
 
     results = await asyncio.gather(*(one_agent(a) for a in agents), return_exceptions=True)
     errors = [r for r in results if isinstance(r, BaseException)]
     if errors:
         raise errors[0]
-    status = {
-        "behavior": {
-            "name": behavior.name,
-            "revision": behavior.revision,
-            "sha256": behavior.script_sha256,
-        }
-    }
     await asyncio.gather(
         *(
-            post_assignment_event(ctx, agent, reasons[agent.name], status)
-            for agent in agents
-            if agent.name in reasons
+            post_event(
+                ctx,
+                agent,
+                reason="BehaviorReloaded",
+                message=(
+                    f"{decision.source}: {decision.primary.label() if decision.primary else '-'}"
+                    f": {decision.reason}"
+                ),
+            )
+            for agent, decision in changed
         )
     )

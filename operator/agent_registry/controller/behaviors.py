@@ -11,7 +11,8 @@ from typing import Any
 
 import kopf
 
-from agent_registry.controller.agents import reload_agents
+from agent_registry.controller.agents import redecide_agents
+from agent_registry.controller.conditions import Cond, find
 from agent_registry.controller.context import context_of
 from agent_registry.controller.events import post_event
 from agent_registry.controller.indexes import Key, ObjectState, one, state_of
@@ -19,11 +20,12 @@ from agent_registry.controller.retrying import retry_on_outage
 from agent_registry.controller.rollouts import RevisionRef, on_new_revision, replacement_patch
 from agent_registry.controller.status import (
     KEEP,
+    VALID,
     desired_behavior_status,
     status_patch,
     validity_condition,
 )
-from agent_registry.lua import Limits, validate_script
+from agent_registry.lua import Limits, ValidationResult, validate_script
 from agent_registry.registry import BehaviorNotFound, RegistryUnavailable
 
 # How long a behavior waits for its parentRef to be registered before it is stored without
@@ -43,11 +45,39 @@ def sandbox_limits(limits: Mapping[str, Any] | None) -> Any:
     return Limits(**given)
 
 
-async def validate(spec: Mapping[str, Any]) -> Any:
-    """ValidationResult(ok, error, line). Runs in a thread: a dry run is CPU work that must not
-    stall the event loop (the sandbox bounds it)."""
-    script = str((spec.get("lua") or {}).get("script") or "")
-    return await asyncio.to_thread(validate_script, script, sandbox_limits(spec.get("limits")))
+# Said with every warning of a dry call on the invented task, in the condition and at admission.
+SAMPLE_TASK_HINT = "set spec.lua.sampleTask to one of the agents' tasks to check on_task on it"
+
+
+def validate_spec(spec: Mapping[str, Any]) -> ValidationResult:
+    """validate_script on a behavior's spec: its script, limits and sample task."""
+    lua = spec.get("lua") or {}
+    sample = lua.get("sampleTask")
+    return validate_script(
+        str(lua.get("script") or ""),
+        sandbox_limits(spec.get("limits")),
+        sample_task=sample if isinstance(sample, Mapping) else None,
+    )
+
+
+async def validate(spec: Mapping[str, Any]) -> ValidationResult:
+    """validate_spec in a thread: a dry run is CPU work that must not stall the event loop (the
+    sandbox bounds it)."""
+    return await asyncio.to_thread(validate_spec, spec)
+
+
+def validity_of(result: ValidationResult) -> Cond:
+    """The Valid condition. A script whose dry call failed only on the invented task stays
+    Valid=True (it may well be right for its real tasks), with a reason that says so."""
+    if result.ok and result.warnings:
+        message = f"{'; '.join(result.warnings)} ({SAMPLE_TASK_HINT})"
+        return Cond(VALID, "True", "ValidWithWarnings", message)
+    return validity_condition(result.ok, result.error, result.line)
+
+
+def _changed(status: Mapping[str, Any], valid: Cond) -> bool:
+    known = find(status.get("conditions"), VALID) or {}
+    return (known.get("reason"), known.get("message")) != (valid.reason, valid.message)
 
 
 def agents_of(
@@ -78,7 +108,10 @@ async def reconcile_behavior(
     behavior = state_of("AgentBehavior", body)
     now = datetime.datetime.now(datetime.UTC)
     result = await validate(behavior.spec)
-    valid = validity_condition(result.ok, result.error, result.line)
+    valid = validity_of(result)
+    if result.warnings and _changed(behavior.status, valid):
+        # Once per new warning, not on every resume of an unchanged behavior.
+        await post_event(ctx, behavior, reason="DryCallFailed", message=valid.message, warning=True)
     if not result.ok:
         desired = desired_behavior_status(
             behavior.status,
@@ -132,7 +165,7 @@ async def reconcile_behavior(
         # Operator restart, nothing new: every Agent's own resume handler syncs it anyway.
         agents = []
     reload_started = time.monotonic()
-    await reload_agents(ctx, agents, behavior, record)
+    await redecide_agents(ctx, agents)
     if agents:
         logger.info(
             f"revision {record.revision}: {len(agents)} agents synced in "

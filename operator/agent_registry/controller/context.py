@@ -8,6 +8,7 @@ service and the Kubernetes session are created in the startup handler, on kopf's
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,8 +37,30 @@ class OperatorConfig:
     # Underperforming condition: current assignment's success rate < threshold over >= min_tasks.
     underperforming_threshold: float = 0.7
     underperforming_min_tasks: int = 10
+    # Who may report for an Agent: "serviceaccount" (its own) or "namespace" (any of its
+    # namespace, the opt-out); see api/access.py.
+    report_auth: str = "serviceaccount"
+    # How often each BehaviorPolicy evaluates its agents (seconds).
+    policy_interval: float = 15.0
     # How often a canary rollout in progress is analysed (seconds).
     rollout_interval: float = 10.0
+    # How often each BehaviorExperiment counts its arms and judges them (seconds).
+    experiment_interval: float = 10.0
+
+
+# (namespace, name) -> the index's store of values (kopf.Index is such a mapping).
+IndexMap = Mapping[tuple[str, str], Any]
+
+
+@dataclass(frozen=True)
+class Indexes:
+    """kopf's live in-memory indexes, handed to the startup handler once: decisions read the
+    declared objects from them instead of listing the API."""
+
+    agent_states: IndexMap
+    behavior_states: IndexMap
+    policy_states: IndexMap
+    experiment_states: IndexMap = field(default_factory=dict)
 
 
 @dataclass
@@ -46,14 +69,22 @@ class OperatorContext:
     registry: RegistryService
     kube: Kube
     metrics: Metrics | None = None
+    indexes: Indexes | None = None
     # Background tasks started at startup (the status loop, the API server), stopped at cleanup.
     tasks: list[Any] = field(default_factory=list)
     # One lock per agent: its own handler and its behavior's handler may both sync it at once
     # (on a restart both resume); serialized, the last writer renders the newest revision.
     agent_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    # Per BehaviorPolicy, the agents its status granted a switch when last seen: on the next
+    # watch event, the ones that left its list are re-decided too.
+    policy_grants: dict[tuple[str, str], set[str]] = field(default_factory=dict)
     # Per AgentBehavior, what its rollout status made its agents run when last seen (only to
     # skip re-deciding on status events that change nothing for them; the status is the truth).
     rollout_serving: dict[tuple[str, str], tuple[Any, ...]] = field(default_factory=dict)
+    # Per BehaviorExperiment, what its status granted each agent when last applied: a watch
+    # event re-decides only the agents whose grant changed.
+    experiment_grants: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     def agent_lock(self, agent_id: str) -> asyncio.Lock:
         return self.agent_locks.setdefault(agent_id, asyncio.Lock())

@@ -7,10 +7,20 @@ write-back loop walks them once per interval instead of running a timer per obje
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from agent_registry.resources.common import API_VERSION
+from agent_registry.resources.common import API_VERSION, GROUP
+
+PIN_ANNOTATION = f"{GROUP}/pin"
+PIN_REASON_ANNOTATION = f"{GROUP}/pin-reason"
+PROMOTE_ANNOTATION = f"{GROUP}/promote"
+ABORT_ANNOTATION = f"{GROUP}/abort"
+# The annotations users act with. Only these are kept: kopf's progress records and kubectl's
+# last-applied configuration would make every index entry large and change on every run.
+USER_ANNOTATIONS = frozenset(
+    {PIN_ANNOTATION, PIN_REASON_ANNOTATION, PROMOTE_ANNOTATION, ABORT_ANNOTATION}
+)
 
 Key = tuple[str, str]  # (namespace, name)
 
@@ -29,6 +39,9 @@ class ObjectState:
     # What the status was computed from: the write-back loop patches only this version, so
     # a status computed from a stale snapshot never overwrites a handler's newer verdict.
     resource_version: str | None = None
+    # Where users and plugins speak without touching the Git-managed spec (pins, actions).
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def behavior_ref(self) -> str | None:
@@ -64,7 +77,13 @@ def state_of(kind: str, body: Mapping[str, Any]) -> ObjectState:
         spec=_plain(body.get("spec") or {}),
         status=_plain(body.get("status") or {}),
         resource_version=metadata.get("resourceVersion"),
+        annotations=_ours(metadata.get("annotations")),
+        labels={str(k): str(v) for k, v in (metadata.get("labels") or {}).items()},
     )
+
+
+def _ours(annotations: Mapping[str, Any] | None) -> dict[str, str]:
+    return {str(k): str(v) for k, v in (annotations or {}).items() if k in USER_ANNOTATIONS}
 
 
 def agent_states(body: Mapping[str, Any], **_: Any) -> dict[Key, ObjectState]:
@@ -73,10 +92,15 @@ def agent_states(body: Mapping[str, Any], **_: Any) -> dict[Key, ObjectState]:
 
 
 def agents_by_behavior(body: Mapping[str, Any], **_: Any) -> dict[Key, str]:
+    """The agents a behavior's new revision may concern: by spec.behaviorRef and by pin."""
     state = state_of("Agent", body)
-    if state.behavior_ref is None:
-        return {}
-    return {(state.namespace, state.behavior_ref): state.name}
+    names = [state.behavior_ref, pinned_behavior(state)]
+    return {(state.namespace, name): state.name for name in names if name}
+
+
+def pinned_behavior(state: ObjectState) -> str | None:
+    value = state.annotations.get(PIN_ANNOTATION, "").strip()
+    return value.partition("@")[0].strip() or None
 
 
 def behavior_states(body: Mapping[str, Any], **_: Any) -> dict[Key, ObjectState]:

@@ -13,8 +13,16 @@ from typing import Any
 
 import kopf
 
-from agent_registry.controller import agents, behaviors, indexes, rollout_handlers, webhook
-from agent_registry.controller.context import OperatorConfig, OperatorContext, context_of
+from agent_registry.controller import (
+    agents,
+    behaviors,
+    experiments,
+    indexes,
+    policies,
+    rollout_handlers,
+    webhook,
+)
+from agent_registry.controller.context import Indexes, OperatorConfig, OperatorContext, context_of
 from agent_registry.controller.indexes import Key, ObjectState
 from agent_registry.controller.writeback import run_status_loop
 from agent_registry.resources.common import GROUP, VERSION
@@ -50,6 +58,8 @@ async def startup(
     memo: kopf.Memo,
     agent_states: kopf.Index[Key, ObjectState],
     behavior_states: kopf.Index[Key, ObjectState],
+    policy_states: kopf.Index[Key, ObjectState],
+    experiment_states: kopf.Index[Key, ObjectState],
     **_: Any,
 ) -> None:
     """Clients on kopf's event loop, the registry API server, the status loop."""
@@ -64,6 +74,12 @@ async def startup(
         registry=registry,
         kube=Kube.from_kubeconfig(config.kubeconfig),
         metrics=Metrics(),
+        indexes=Indexes(
+            agent_states=agent_states,
+            behavior_states=behavior_states,
+            policy_states=policy_states,
+            experiment_states=experiment_states,
+        ),
     )
     memo.context = ctx
     if config.api_listen:
@@ -76,11 +92,12 @@ async def startup(
 async def start_api(ctx: OperatorContext, listen: str) -> Any:
     from aiohttp import web
 
-    from agent_registry.api import Authenticator, create_app
+    from agent_registry.api import Authenticator, ReportAuth, create_app
 
-    app = create_app(
-        ctx.registry, Authenticator.from_kubeconfig(ctx.config.kubeconfig), metrics=ctx.metrics
+    authenticator = Authenticator.from_kubeconfig(
+        ctx.config.kubeconfig, report_auth=ReportAuth(ctx.config.report_auth)
     )
+    app = create_app(ctx.registry, authenticator, metrics=ctx.metrics)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, _, port = listen.rpartition(":")
@@ -111,6 +128,8 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     agent = (GROUP, VERSION, "agents")
     behavior = (GROUP, VERSION, "agentbehaviors")
+    policy = (GROUP, VERSION, "behaviorpolicies")
+    experiment = (GROUP, VERSION, "behaviorexperiments")
 
     # A registry of our own has none of kopf's default login handlers: use the kubernetes
     # client's (KUBECONFIG, then the in-cluster ServiceAccount).
@@ -121,13 +140,23 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     kopf.index(*agent, registry=registry)(_fn(indexes.agent_states))
     kopf.index(*agent, registry=registry)(_fn(indexes.agents_by_behavior))
     kopf.index(*behavior, registry=registry)(_fn(indexes.behavior_states))
+    kopf.index(*policy, registry=registry)(_fn(policies.policy_states))
+    kopf.index(*experiment, registry=registry)(_fn(experiments.experiment_states))
 
     for on in (kopf.on.create, kopf.on.update, kopf.on.resume):
         on(*agent, registry=registry, id="reconcile")(_fn(agents.reconcile_agent))
         on(*behavior, registry=registry, id="reconcile")(_fn(behaviors.reconcile_behavior))
     kopf.on.delete(*agent, registry=registry, id="unregister")(_fn(agents.delete_agent))
     kopf.on.delete(*behavior, registry=registry, id="mark-deleted")(_fn(behaviors.delete_behavior))
-
+    # A policy needs no finalizer: deleting it only drops its grants, which the event applies.
+    kopf.timer(
+        *policy,
+        registry=registry,
+        id="evaluate",
+        interval=config.policy_interval,
+        initial_delay=min(5.0, config.policy_interval),
+    )(_fn(policies.evaluate_policy))
+    kopf.on.event(*policy, registry=registry, id="grants")(_fn(policies.apply_policy_grants))
     # Canary rollouts: analysed on a timer while one is in progress (or an action annotation
     # waits); the agents follow the status through the watch.
     kopf.timer(
@@ -139,11 +168,24 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         when=rollout_handlers.needs_timer,
     )(_fn(rollout_handlers.evaluate_rollout))
     kopf.on.event(*behavior, registry=registry, id="rollout")(_fn(rollout_handlers.follow_rollout))
+    kopf.timer(
+        *experiment,
+        registry=registry,
+        id="evaluate",
+        interval=config.experiment_interval,
+        initial_delay=min(2.0, config.experiment_interval),
+    )(_fn(experiments.evaluate_experiment))
+    kopf.on.event(*experiment, registry=registry, id="grants")(
+        _fn(experiments.apply_experiment_grants)
+    )
 
     if config.webhook:
         kopf.on.validate(*behavior, registry=registry, id="lua", operations=["CREATE", "UPDATE"])(
             _fn(webhook.validate_behavior)
         )
+        kopf.on.validate(
+            *experiment, registry=registry, id="experiment", operations=["CREATE", "UPDATE"]
+        )(_fn(webhook.validate_experiment))
     return registry
 
 

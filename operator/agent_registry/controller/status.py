@@ -6,6 +6,7 @@ the patch `status_patch` returns (nothing when nothing changed).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -39,6 +40,7 @@ class AssignmentView:
     assigned_by: str | None = None
     reason: str | None = None
     behavior_deleted: bool = False
+    source: str | None = None  # the arbiter's: Spec, Pin, Experiment, Policy, Rollout
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,9 @@ def assigned_condition(behavior_ref: str | None, assignment: AssignmentView | No
             "BehaviorDeleted",
             f"AgentBehavior {assignment.name} was deleted; the agent keeps its last script",
         )
-    if assignment.name != behavior_ref:
+    # Only a Spec decision must match spec.behaviorRef: a pin, an experiment or a policy
+    # names another behavior on purpose (the source says which).
+    if assignment.name != behavior_ref and assignment.source in (None, "Spec"):
         return Cond(
             BEHAVIOR_ASSIGNED,
             "False",
@@ -132,7 +136,8 @@ def assigned_condition(behavior_ref: str | None, assignment: AssignmentView | No
         BEHAVIOR_ASSIGNED,
         "True",
         "Assigned",
-        f"{assignment.name} revision {assignment.revision} ({assignment.reason or 'spec'})",
+        f"{assignment.name} revision {assignment.revision} "
+        f"({assignment.source or 'Spec'}: {assignment.reason or 'spec.behaviorRef'})",
     )
 
 
@@ -229,10 +234,14 @@ def desired_agent_status(
     observed_generation: int | None = None,
     generation: int | None = None,
     policy: UnderperformingPolicy = UnderperformingPolicy(),
+    extra: Iterable[Cond] = (),
+    remove_extra: Iterable[str] = (),
 ) -> StatusDict:
     """The status the agent should have. observedGeneration moves only when a handler
     reconciled the spec (it passes it); the write-back loop keeps the current one.
-    `generation` (metadata.generation) makes Reconciling=True while observedGeneration lags."""
+    `generation` (metadata.generation) makes Reconciling=True while observedGeneration lags.
+    `extra` conditions come from the handler's decision (Pinned) and `remove_extra` drops
+    them; the write-back loop passes neither and keeps them."""
     observed = (
         observed_generation
         if observed_generation is not None
@@ -265,7 +274,8 @@ def desired_agent_status(
                 "sha256": a.sha256,
                 "assignedAt": _time(a.assigned_at),
                 "assignedBy": a.assigned_by,
-                "reason": a.reason,
+                "source": a.source or "Spec",
+                "reason": (a.reason or "")[:1024] or None,
             }
         )
     loaded_behavior = None
@@ -281,10 +291,10 @@ def desired_agent_status(
         "stats": view.stats or None,
         "conditions": merge_conditions(
             current.get("conditions"),
-            [assigned, loaded, ready, underperforming, *kstatus],
+            [assigned, loaded, ready, underperforming, *kstatus, *extra],
             now=now,
             observed_generation=observed,
-            remove=absent,
+            remove=[*absent, *remove_extra],
         ),
     }
 

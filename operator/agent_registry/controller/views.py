@@ -40,6 +40,7 @@ def assignment_view(
         assigned_by=assignment.assigned_by,
         reason=assignment.reason,
         behavior_deleted=behavior is None or behavior.deleted_at is not None,
+        source=getattr(assignment, "source", None),
     )
 
 

@@ -37,10 +37,12 @@ from agent_registry.devcluster.state import ProcessRecord
 
 DEFAULT_NAMESPACE = "agent-demo"
 GROUP = "agents.singularity.dev"
-SERVICE_ACCOUNT = "demo-agent"
 VIEWER = "demo-viewer"
 SIMULATE_RATE = "20"  # tasks per second per agent
 RELOADED_BEHAVIOR = "balanced"
+POLICY_DIR = REPO_ROOT / "manifests" / "examples" / "policies"
+EXPERIMENT_DIR = REPO_ROOT / "manifests" / "examples" / "experiments"
+EXPERIMENT = "careful-vs-quick"
 # The hot reload: `balanced` puts in a larger effort margin (more successes, slower tasks).
 RELOADED_SCRIPT = """\
 function on_task(task, ctx)
@@ -51,6 +53,28 @@ end
 
 function on_reload(previous_state)
   return previous_state
+end
+"""
+
+# The canary rollback: `careful` gets spec.rollout Canary and, in the same edit (as one Git
+# commit would), a bad script: a typo in its threshold declines every task harder than 0.3.
+# Half of its agents' tasks go to the canary, the analysis finds it credibly worse than stable
+# and rolls it back; the agents confirm the stable script again.
+CANARY_BEHAVIOR = "careful"
+CANARY_MIN_TASKS = 50
+CANARY_ROLLOUT: dict[str, Any] = {
+    "strategy": "Canary",
+    "steps": [{"setWeight": 50}, {"pause": {"duration": "30s"}}],
+    "analysis": {"minTasks": CANARY_MIN_TASKS, "maxRegression": 0.05},
+}
+BAD_EDIT_SCRIPT = """\
+function on_task(task, ctx)
+  ctx.state.seen = (ctx.state.seen or 0) + 1
+  -- meant: decline only the hardest tasks (difficulty > 0.9)
+  if (tonumber(task.difficulty) or 0.5) > 0.3 then
+    return {accept = false, effort = 0}
+  end
+  return {accept = true, effort = 0.95}
 end
 """
 
@@ -149,6 +173,17 @@ def _exists(kube: KubeCluster, namespace: str, kind: str, name: str) -> bool:
     return kube.kubectl("get", kind, name, "-n", namespace, check=False).returncode == 0
 
 
+def _agent_token(kube: KubeCluster, base: Path, namespace: str, agent: str) -> Path:
+    """A TokenRequest token of the Agent's own ServiceAccount (named like the Agent), as a
+    projected token would be in its pod: the registry API takes reports from no other."""
+    kube.kubectl("create", "serviceaccount", agent, "-n", namespace, check=False)
+    token = kube.kubectl("create", "token", agent, "-n", namespace, "--duration=24h").stdout
+    path = base / f"token-{agent}"
+    path.write_text(token.strip())
+    path.chmod(0o600)
+    return path
+
+
 def _viewer_token(kube: KubeCluster, base: Path, namespace: str) -> Path:
     """A token that may read the registry API: its reads are authorized by RBAC (get/list agents
     and agentbehaviors), like `kubectl get agents`. The agents' own token may only report."""
@@ -176,6 +211,115 @@ def _viewer_token(kube: KubeCluster, base: Path, namespace: str) -> Path:
     path.write_text(token.strip())
     path.chmod(0o600)
     return path
+
+
+def _policy_switch(kube: KubeCluster, namespace: str, name: str) -> str | None:
+    """The Agent's behavior and reason once a policy decided it, else None."""
+    for agent in _agents(kube, namespace):
+        if agent["metadata"]["name"] != name:
+            continue
+        behavior = (agent.get("status") or {}).get("behavior") or {}
+        if behavior.get("source") == "Policy":
+            return f"{behavior.get('name')} ({behavior.get('reason')})"
+    return None
+
+
+def _rollout(kube: KubeCluster, namespace: str, name: str) -> dict[str, Any]:
+    out = kube.kubectl("get", f"agentbehaviors.{GROUP}", name, "-n", namespace, "-o", "json")
+    rollout: dict[str, Any] = (json.loads(out.stdout).get("status") or {}).get("rollout") or {}
+    return rollout
+
+
+def _verdict(kube: KubeCluster, namespace: str) -> dict[str, Any] | None:
+    """The experiment's status once Concluded or Inconclusive, else None."""
+    out = kube.kubectl(
+        "get", f"behaviorexperiments.{GROUP}", EXPERIMENT, "-n", namespace, "-o", "json"
+    )
+    status: dict[str, Any] = json.loads(out.stdout).get("status") or {}
+    return status if status.get("phase") in ("Concluded", "Inconclusive") else None
+
+
+def _experiment(kube: KubeCluster, namespace: str, logs: Path, say: Say) -> None:
+    """One A/B experiment between careful and quick on every agent, to its verdict; with
+    Report the agents return to what they had (the policy's switch included)."""
+    say(f"A/B experiment: BehaviorExperiment {EXPERIMENT} (manifests/examples/experiments/)")
+    began = time.monotonic()
+    kube.kubectl("apply", "-n", namespace, "-f", str(EXPERIMENT_DIR))
+    done = _wait(
+        f"the experiment {EXPERIMENT} to reach a verdict",
+        lambda: _verdict(kube, namespace),
+        90,
+        f"Logs in {logs}",
+    )
+    arms = ", ".join(
+        f"{a['behavior']}@{a['revision']} {a['successes']}/{a['tasks']}" for a in done["arms"]
+    )
+    say(
+        f"{EXPERIMENT} {done['phase']} after {time.monotonic() - began:.0f}s: winner "
+        f"{done.get('winner')} (p={done.get('pValue')}, always-valid; {arms})"
+    )
+    _wait(
+        "the participants to return to what they had",
+        lambda: all(
+            ((a.get("status") or {}).get("behavior") or {}).get("source") != "Experiment"
+            for a in _agents(kube, namespace)
+        ),
+        30,
+        f"Logs in {logs}",
+    )
+    print(f"$ kubectl get bx -n {namespace}")
+    print(kube.kubectl("get", f"behaviorexperiments.{GROUP}", "-n", namespace).stdout)
+
+
+def _canary_rollback(kube: KubeCluster, namespace: str, logs: Path, say: Say) -> None:
+    """One canary rollout of a bad edit, aborted by the analysis and rolled back."""
+    say(
+        f"canary rollout: a bad edit of AgentBehavior {CANARY_BEHAVIOR} with spec.rollout "
+        f"Canary (setWeight 50, analysis minTasks {CANARY_MIN_TASKS})"
+    )
+    began = time.monotonic()
+    patch = {"spec": {"rollout": CANARY_ROLLOUT, "lua": {"script": BAD_EDIT_SCRIPT}}}
+    kube.kubectl(
+        "patch",
+        f"agentbehaviors.{GROUP}",
+        CANARY_BEHAVIOR,
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps(patch),
+    )
+    aborted = _wait(
+        f"the canary of {CANARY_BEHAVIOR} to be aborted",
+        lambda: (r := _rollout(kube, namespace, CANARY_BEHAVIOR)).get("phase") == "Aborted" and r,
+        60,
+        f"Logs in {logs}",
+    )
+    stable = str(aborted.get("stableSha256"))
+    _wait(
+        f"the agents of {CANARY_BEHAVIOR} to confirm the stable script (sha256 {stable[:12]})",
+        lambda: all(
+            ((a.get("status") or {}).get("loadedBehavior") or {}).get("sha256") == stable
+            for a in _agents(kube, namespace)
+            if ((a.get("status") or {}).get("behavior") or {}).get("name") == CANARY_BEHAVIOR
+        ),
+        60,
+        f"Logs in {logs}",
+    )
+    canary = aborted.get("canary") or {}
+    say(
+        f"rolled back after {time.monotonic() - began:.0f}s and {canary.get('tasks')} canary "
+        f"tasks (canary success {canary.get('successRate')}, stable "
+        f"{(aborted.get('stable') or {}).get('successRate')}); every agent of "
+        f"{CANARY_BEHAVIOR} confirmed the stable script {stable[:12]} again"
+    )
+    print()
+    print(f"$ kubectl get agb {CANARY_BEHAVIOR} -o wide -n {namespace}")
+    print(
+        kube.kubectl(
+            "get", f"agentbehaviors.{GROUP}", CANARY_BEHAVIOR, "-o", "wide", "-n", namespace
+        ).stdout
+    )
 
 
 def _tasks(agent: dict[str, Any]) -> int:
@@ -230,7 +374,7 @@ def up(say: Say = print, namespace: str = DEFAULT_NAMESPACE) -> None:
 
     say("applying the CRDs (crds/)")
     kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
-    for plural in ("agents", "agentbehaviors"):
+    for plural in ("agents", "agentbehaviors", "behaviorpolicies", "behaviorexperiments"):
         kube.kubectl(
             "wait", "--for=condition=Established", "--timeout=60s", f"crd/{plural}.{GROUP}"
         )
@@ -256,6 +400,12 @@ def up(say: Say = print, namespace: str = DEFAULT_NAMESPACE) -> None:
                 api_url,
                 "--status-interval",
                 "2",
+                "--policy-interval",
+                "2",
+                "--rollout-interval",
+                "1",
+                "--experiment-interval",
+                "1",
                 "--kubeconfig",
                 kube.kubeconfig,
             ),
@@ -283,15 +433,6 @@ def up(say: Say = print, namespace: str = DEFAULT_NAMESPACE) -> None:
     say("applying the examples (manifests/examples/): 3 AgentBehaviors, 3 Agents")
     kube.kubectl("apply", "-n", namespace, "-f", str(REPO_ROOT / "manifests" / "examples"))
 
-    # Tokens through TokenRequest, as a projected ServiceAccount token would be in a pod.
-    kube.kubectl("create", "serviceaccount", SERVICE_ACCOUNT, "-n", namespace, check=False)
-    token = kube.kubectl(
-        "create", "token", SERVICE_ACCOUNT, "-n", namespace, "--duration=24h"
-    ).stdout.strip()
-    token_file = base / "token"
-    token_file.write_text(token)
-    token_file.chmod(0o600)
-
     viewer_token = _viewer_token(kube, base, namespace)
 
     names = [a["metadata"]["name"] for a in _agents(kube, namespace)]
@@ -316,7 +457,7 @@ def up(say: Say = print, namespace: str = DEFAULT_NAMESPACE) -> None:
                     "--listen",
                     "127.0.0.1:0",
                     "--token-file",
-                    str(token_file),
+                    str(_agent_token(kube, base, namespace, name)),
                     "--kubeconfig",
                     kube.kubeconfig,
                     "--simulate",
@@ -375,6 +516,20 @@ def up(say: Say = print, namespace: str = DEFAULT_NAMESPACE) -> None:
         f"Logs in {logs}",
     )
     say(f"hot reload confirmed by the runtimes: sha256 {new_sha[:12]}..., no restart")
+
+    say("automatic optimization: applying BehaviorPolicy coders (manifests/examples/policies/)")
+    kube.kubectl("apply", "-n", namespace, "-f", str(POLICY_DIR))
+    switched = _wait(
+        "the policy to move coder-3 off quick",
+        lambda: _policy_switch(kube, namespace, "coder-3"),
+        120,
+        f"Logs in {logs}",
+    )
+    say(f"coder-3 switched by the policy: {switched}")
+
+    _experiment(kube, namespace, logs, say)
+
+    _canary_rollback(kube, namespace, logs, say)
     time.sleep(3)  # one more status interval, so the stats columns show the new revision's work
 
     print()
@@ -382,6 +537,8 @@ def up(say: Say = print, namespace: str = DEFAULT_NAMESPACE) -> None:
     print(kube.kubectl("get", f"agents.{GROUP}", "-n", namespace).stdout)
     print(f"$ kubectl get agentbehaviors -n {namespace}")
     print(kube.kubectl("get", f"agentbehaviors.{GROUP}", "-n", namespace).stdout)
+    print(f"$ kubectl get behaviorpolicies -n {namespace}")
+    print(kube.kubectl("get", f"behaviorpolicies.{GROUP}", "-n", namespace).stdout)
     print(f"demo ready in {time.monotonic() - began:.0f}s. Look further:")
     print(f"  export KUBECONFIG={kube.kubeconfig}")
     print(f"  .venv/bin/agentreg dev kubectl get agents -n {namespace} -o yaml")

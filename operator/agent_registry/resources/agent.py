@@ -69,6 +69,9 @@ class AgentSpec(ResourceModel):
     )
 
 
+BehaviorSource = Literal["Spec", "Pin", "Experiment", "Policy", "Rollout"]
+
+
 class AssignedBehavior(ResourceModel):
     """The behavior the operator assigned, with the reason (the registry's assignment)."""
 
@@ -81,8 +84,18 @@ class AssignedBehavior(ResourceModel):
     assigned_by: str | None = Field(
         default=None, max_length=256, description="Who assigned it (the operator's identity)."
     )
+    source: BehaviorSource | None = Field(
+        default=None,
+        description=(
+            "What decided it, by precedence: Pin (the agents.singularity.dev/pin annotation), "
+            "Experiment, Policy, Spec (spec.behaviorRef); Rollout when a canary rollout of the "
+            "behavior decided the revision."
+        ),
+    )
     reason: str | None = Field(
-        default=None, max_length=256, description="Why: spec, hot_reload, performance, ..."
+        default=None,
+        max_length=1024,
+        description="Why, with the evidence the decision rests on.",
     )
 
 
@@ -124,7 +137,11 @@ class AgentStatus(ResourceModel):
     stats: AgentStats | None = Field(default=None, description="Task results.")
     conditions: list[Condition] | None = Field(
         default=None,
-        description="BehaviorAssigned, BehaviorLoaded, Ready (and later Underperforming).",
+        description=(
+            "BehaviorAssigned, BehaviorLoaded, Ready, Underperforming, Pinned (while the pin "
+            "annotation is set: True when applied, False with the reason when not), and "
+            "kstatus' Reconciling and Stalled."
+        ),
         json_schema_extra={
             "x-kubernetes-list-type": "map",
             "x-kubernetes-list-map-keys": ["type"],

@@ -6,6 +6,7 @@ Conditions follow the Kubernetes API conventions (metav1.Condition): `type`, `st
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Literal
 
@@ -80,3 +81,30 @@ class Condition(ResourceModel):
         ge=0,
         description="metadata.generation of the object this condition was computed from.",
     )
+
+
+# Go-style durations as users write them in manifests: 30s, 10m, 1h30m, 500ms.
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration like `1h30m` (the DURATION_PATTERN the schema admits)."""
+    if not re.fullmatch(DURATION_PATTERN, text):
+        raise ValueError(f"not a duration: {text!r} (expected e.g. 30s, 10m, 1h30m)")
+    return sum(
+        float(number) * _DURATION_UNITS[unit]
+        for number, _, unit in re.findall(r"([0-9]+(\.[0-9]+)?)(ms|s|m|h)", text)
+    )
+
+
+class LabelSelector(ResourceModel):
+    """Narrows the agents by their labels (all must match)."""
+
+    match_labels: dict[str, str] | None = Field(
+        default=None, description="Labels an Agent must carry, all of them."
+    )
+
+    def matches(self, labels: dict[str, str] | None) -> bool:
+        have = labels or {}
+        return all(have.get(k) == v for k, v in (self.match_labels or {}).items())

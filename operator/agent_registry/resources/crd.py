@@ -7,13 +7,14 @@ inlined, `X | None` becomes an optional X (absent, never null), titles and defau
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel
 
-from agent_registry.resources import agent, behavior
+from agent_registry.resources import agent, behavior, experiment, policy
 from agent_registry.resources.common import CATEGORY, GROUP, VERSION
 
 JsonSchema = dict[str, Any]
@@ -47,9 +48,19 @@ def structural(schema: JsonSchema) -> JsonSchema:
             elif key == "items":
                 result[key] = convert(value)
             else:
-                result[key] = value
+                # A copy: a $def used twice would otherwise share its lists, which YAML then
+                # writes as anchors and aliases.
+                result[key] = copy.deepcopy(value)
         if result.get("x-kubernetes-preserve-unknown-fields"):
             result.pop("properties", None)
+        # JSON Schema 2020-12 (pydantic's `gt`, `lt`) makes the exclusive bounds numbers; the
+        # OpenAPI v3.0 schema of a CRD has them as booleans beside minimum/maximum, and the
+        # apiserver refuses a number there.
+        for exclusive, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+            value = result.get(exclusive)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                result[bound] = value
+                result[exclusive] = True
         return result
 
     return convert(schema)
@@ -83,6 +94,7 @@ AGE = _column("Age", ".metadata.creationTimestamp", "date", "Time since creation
 AGENT_COLUMNS = [
     _column("Role", ".spec.role", "string", "Role of the agent."),
     _column("Behavior", ".status.behavior.name", "string", "Assigned AgentBehavior."),
+    _column("Source", ".status.behavior.source", "string", "What decided it (Pin, Policy, ...)."),
     _column("Phase", ".status.phase", "string", "Active, Paused or Stopped."),
     _column("Tasks", ".status.stats.tasksCompleted", "integer", "Tasks completed."),
     _column("Success", ".status.stats.successRate", "number", "Success rate (0..1)."),
@@ -104,6 +116,53 @@ BEHAVIOR_COLUMNS = [
     _column("Stable", ".status.rollout.stableRevision", "integer", "Revision agents run.", 1),
     _column("Canary", ".status.rollout.canaryRevision", "integer", "Revision under test.", 1),
     _column("Weight", ".status.rollout.weight", "integer", "Canary percent.", 1),
+]
+
+POLICY_COLUMNS = [
+    _column("Role", ".spec.role", "string", "Role whose agents are judged."),
+    _column("Mode", ".spec.mode", "string", "Auto switches, Recommend only proposes."),
+    _column("Agents", ".status.agents", "integer", "Agents judged."),
+    _column("Switches", ".status.switches", "integer", "Switches made."),
+    _column("Last-Switch", ".status.lastSwitchAt", "date", "Time since the last switch."),
+    AGE,
+]
+
+EXPERIMENT_COLUMNS = [
+    _column("Role", ".spec.role", "string", "Role whose agents take part."),
+    _column("Arms", ".status.armNames", "string", "The arms' AgentBehaviors."),
+    _column("Phase", ".status.phase", "string", "Pending, Running, Concluded, ..."),
+    _column("Winner", ".status.winner", "string", "The winning arm's AgentBehavior."),
+    _column("P-Value", ".status.pValue", "number", "Always-valid p-value of the leader."),
+    _column("Tasks", ".status.tasks", "integer", "Tasks counted, all arms."),
+    AGE,
+    _column("Unit", ".spec.unit", "string", "Task or Agent.", 1),
+    _column("SRM", _condition_path("SampleRatioMismatch"), "string", "Sample ratio mismatch.", 1),
+]
+
+# Cross-field rules that are cheap in CEL (at most 5 arms); the rest needs the behaviors
+# themselves (their role, whether they exist): the webhook, or the controller without it.
+EXPERIMENT_RULES: list[JsonSchema] = [
+    {
+        "rule": (
+            "self.spec.arms.all(a, self.spec.arms.exists_one(b,"
+            " b.behaviorRef.name == a.behaviorRef.name))"
+        ),
+        "message": "every arm names a different AgentBehavior",
+        "fieldPath": ".spec.arms",
+    },
+    {
+        "rule": ("self.spec.arms.all(a, has(a.weight)) || self.spec.arms.all(a, !has(a.weight))"),
+        "message": "give a weight to every arm or to none (none: equal weights)",
+        "fieldPath": ".spec.arms",
+    },
+    {
+        "rule": (
+            "(has(self.spec.maxTasksPerArm) ? self.spec.maxTasksPerArm : 10000)"
+            " >= (has(self.spec.minTasksPerArm) ? self.spec.minTasksPerArm : 100)"
+        ),
+        "message": "maxTasksPerArm must be at least minTasksPerArm (defaults 10000 and 100)",
+        "fieldPath": ".spec.maxTasksPerArm",
+    },
 ]
 
 
@@ -213,9 +272,47 @@ def behavior_crd() -> JsonSchema:
     )
 
 
+def policy_crd() -> JsonSchema:
+    return _crd(
+        kind=policy.KIND,
+        plural=policy.PLURAL,
+        singular=policy.SINGULAR,
+        short_names=policy.SHORT_NAMES,
+        description=(
+            "Switches underperforming Agents of a role to an AgentBehavior that is credibly "
+            "better for them (mode Auto), or only recommends it (mode Recommend). Decisions "
+            "live in status and the registry; Agents' specs are never edited."
+        ),
+        schema=_root_schema(policy.BehaviorPolicySpec, policy.BehaviorPolicyStatus, []),
+        columns=POLICY_COLUMNS,
+    )
+
+
+def experiment_crd() -> JsonSchema:
+    return _crd(
+        kind=experiment.KIND,
+        plural=experiment.PLURAL,
+        singular=experiment.SINGULAR,
+        short_names=experiment.SHORT_NAMES,
+        description=(
+            "An A/B experiment between AgentBehaviors of one role on the role's Agents: each "
+            "arm's revision is frozen at the start, outcomes are counted per arm from then on, "
+            "and an always-valid test declares a winner (or Inconclusive at the horizon). "
+            "Agents' specs are never edited; the experiment's grant wins over a policy and "
+            "their spec, a pin wins over it."
+        ),
+        schema=_root_schema(
+            experiment.BehaviorExperimentSpec,
+            experiment.BehaviorExperimentStatus,
+            EXPERIMENT_RULES,
+        ),
+        columns=EXPERIMENT_COLUMNS,
+    )
+
+
 def all_crds() -> dict[str, JsonSchema]:
     """File name -> CRD, as `agentreg crds` writes them."""
-    crds = [agent_crd(), behavior_crd()]
+    crds = [agent_crd(), behavior_crd(), policy_crd(), experiment_crd()]
     return {f"{crd['spec']['group']}_{crd['spec']['names']['plural']}.yaml": crd for crd in crds}
 
 

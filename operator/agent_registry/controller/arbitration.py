@@ -1,0 +1,326 @@
+"""From declared objects and the registry to the arbiter's inputs, and from its Decision to
+the registry, the ConfigMap and the Agent's conditions.
+
+The decision itself is `agent_registry.decisions.arbiter.decide` (pure); this module is the
+I/O around it: it reads only the behaviors a decision can need (the spec's, the pin's, the
+grants'), and applies a decision idempotently (an unchanged decision is no registry write).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from agent_registry.controller import rendering
+from agent_registry.controller.conditions import Cond
+from agent_registry.controller.context import ASSIGNED_BY, OperatorContext
+from agent_registry.controller.indexes import (
+    PIN_ANNOTATION,
+    PIN_REASON_ANNOTATION,
+    Key,
+    ObjectState,
+    one,
+)
+from agent_registry.controller.rollouts import Serving, serving
+from agent_registry.controller.views import open_assignment
+from agent_registry.decisions.arbiter import (
+    PIN_CONDITION,
+    AgentFacts,
+    BehaviorFacts,
+    Decision,
+    Grant,
+    Revision,
+    Rollout,
+    decide,
+    parse_pin,
+)
+from agent_registry.registry import (
+    AssignmentRecord,
+    BehaviorNotFound,
+    BehaviorRecord,
+    ScriptRef,
+)
+
+BehaviorIndex = Mapping[Key, Any]
+
+
+@dataclass
+class BehaviorCatalog:
+    """The registry's view of the behaviors one decision may name, read once per decision.
+
+    Scripts of older revisions are read only when a decision picks one (a pin `name@3`, a
+    rollout's stable revision), so the common case costs one behavior read."""
+
+    ctx: OperatorContext
+    namespace: str
+    records: dict[str, BehaviorRecord | None] = field(default_factory=dict)
+    scripts: dict[tuple[str, int], str] = field(default_factory=dict)
+    # Behaviors whose rollout ended: why their agents run the served revision.
+    notes: dict[str, Serving] = field(default_factory=dict)
+
+    async def record(self, name: str) -> BehaviorRecord | None:
+        if name not in self.records:
+            try:
+                self.records[name] = await self.ctx.registry.get_behavior_by_name(
+                    self.namespace, name
+                )
+            except BehaviorNotFound:
+                self.records[name] = None
+        return self.records[name]
+
+    async def facts(self, name: str, *, with_revisions: bool) -> BehaviorFacts | None:
+        record = await self.record(name)
+        if record is None:
+            return None
+        current = Revision(record.name, record.revision, record.script_sha256)
+        self.scripts[(record.name, record.revision)] = record.lua_script
+        revisions = {record.revision: current}
+        if with_revisions:
+            for stored in await self.ctx.registry.behavior_revisions(record.id):
+                revisions[stored.revision] = Revision(
+                    record.name, stored.revision, stored.script_sha256
+                )
+                self.scripts[(record.name, stored.revision)] = stored.lua_script
+        current, rollout = self._rollout(name, current, revisions)
+        return BehaviorFacts(
+            name=record.name,
+            role=record.role_type,
+            current=None if record.deleted_at is not None else current,
+            revisions=revisions,
+            deleted=record.deleted_at is not None,
+            rollout=None if record.deleted_at is not None else rollout,
+        )
+
+    def _rollout(
+        self, name: str, newest: Revision, revisions: dict[int, Revision]
+    ) -> tuple[Revision, Rollout | None]:
+        """(current, rollout) from the AgentBehavior's status.rollout (controller.rollouts):
+        the newest revision stays current while its canary runs; once a rollout ended (or
+        before the newest revision's rollout is recorded) agents get the served revision."""
+        indexes = self.ctx.indexes
+        state = one(indexes.behavior_states, (self.namespace, name)) if indexes else None
+        if not isinstance(state, ObjectState):
+            return newest, None
+        plan = serving(name, state.spec, state.status)
+        if plan.served is None:
+            return newest, None
+        served = Revision(name, plan.served.revision, plan.served.sha256)
+        revisions.setdefault(served.revision, served)
+        if plan.canary is None:
+            if plan.note is not None:
+                self.notes[name] = plan
+            return served, None
+        canary = Revision(name, plan.canary.revision, plan.canary.sha256)
+        revisions.setdefault(canary.revision, canary)
+        rollout = Rollout(served, canary, plan.weight, plan.unit, plan.step)
+        return newest, rollout
+
+    def explained(self, decision: Decision) -> Decision:
+        """After a rollout ended, a decision for its served revision says so (reason and
+        evidence go to the registry's history with the assignment)."""
+        plan = self.notes.get(decision.behavior or "")
+        if plan is None or plan.note is None or decision.source not in ("Spec", "Policy"):
+            return decision
+        if plan.served is None or decision.primary is None:
+            return decision
+        if decision.primary.revision != plan.served.revision:
+            return decision
+        return replace(
+            decision,
+            reason=f"{decision.reason}; {plan.note}",
+            evidence={**decision.evidence, **plan.evidence},
+        )
+
+    async def script(self, revision: Revision) -> str:
+        key = (revision.behavior, revision.revision)
+        if key not in self.scripts:
+            record = await self.record(revision.behavior)
+            assert record is not None
+            stored = await self.ctx.registry.get_behavior_revision(record.id, revision.revision)
+            self.scripts[key] = stored.lua_script
+        return self.scripts[key]
+
+
+def facts_for(ctx: OperatorContext, agent: ObjectState) -> AgentFacts:
+    """The agent as declared, with the grants the experiments and policies made for it."""
+    from agent_registry.controller.experiments import experiment_grant
+    from agent_registry.controller.policies import policy_grant
+
+    indexes = ctx.indexes
+    policy = policy_grant(agent, indexes.policy_states) if indexes is not None else None
+    experiment = (
+        experiment_grant(agent, indexes.experiment_states) if indexes is not None else None
+    )
+    return agent_facts(agent, experiment=experiment, policy=policy)
+
+
+def agent_facts(
+    agent: ObjectState,
+    *,
+    experiment: Grant | None = None,
+    policy: Grant | None = None,
+) -> AgentFacts:
+    pin, pin_error = parse_pin(agent.annotations.get(PIN_ANNOTATION))
+    if pin is not None:
+        reason = agent.annotations.get(PIN_REASON_ANNOTATION)
+        pin = type(pin)(pin.behavior, pin.revision, reason.strip() if reason else None)
+    return AgentFacts(
+        namespace=agent.namespace,
+        name=agent.name,
+        role=str(agent.spec.get("role", "")),
+        behavior_ref=agent.behavior_ref,
+        pin=pin,
+        pin_error=pin_error,
+        experiment=experiment,
+        policy=policy,
+    )
+
+
+def named_behaviors(facts: AgentFacts) -> list[str]:
+    """Every behavior the rules may pick for this agent, in precedence order."""
+    names = [facts.pin.behavior] if facts.pin is not None else []
+    for grant in (facts.experiment, facts.policy):
+        if grant is not None:
+            names.append(grant.behavior)
+            names.extend(s.revision.behavior for s in grant.scripts)
+    if facts.behavior_ref is not None:
+        names.append(facts.behavior_ref)
+    return list(dict.fromkeys(names))
+
+
+async def decide_agent(
+    catalog: BehaviorCatalog, facts: AgentFacts
+) -> tuple[Decision, dict[str, BehaviorFacts]]:
+    behaviors: dict[str, BehaviorFacts] = {}
+    pinned_revision = facts.pin is not None and facts.pin.revision is not None
+    for name in named_behaviors(facts):
+        with_revisions = pinned_revision and facts.pin is not None and name == facts.pin.behavior
+        found = await catalog.facts(name, with_revisions=with_revisions)
+        if found is not None:
+            behaviors[name] = found
+    return catalog.explained(decide(facts, behaviors)), behaviors
+
+
+def pin_condition(facts: AgentFacts, decision: Decision) -> Cond | None:
+    """`Pinned`: True while a pin applies, False with the reason it does not; no condition
+    without a pin annotation."""
+    problem = next((p for p in decision.problems if p.condition == PIN_CONDITION), None)
+    if problem is not None:
+        return Cond(PIN_CONDITION, "False", problem.reason, problem.message)
+    if decision.source == "Pin":
+        return Cond(PIN_CONDITION, "True", "Pinned", decision.reason)
+    return None
+
+
+def shown_decision(status: Mapping[str, Any]) -> tuple[Any, Any, Any]:
+    behavior = status.get("behavior") or {}
+    return behavior.get("name"), behavior.get("revision"), behavior.get("source")
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What applying a decision did."""
+
+    changed: bool  # a new assignment was opened (an Event is due)
+    assignment: AssignmentRecord | None
+
+
+def limits_of(states: BehaviorIndex, namespace: str, name: str) -> dict[str, int]:
+    state = one(states, (namespace, name))
+    limits = (state.spec.get("limits") if isinstance(state, ObjectState) else None) or {}
+    return {str(k): int(v) for k, v in limits.items() if v is not None}
+
+
+async def apply_decision(
+    ctx: OperatorContext,
+    agent: ObjectState,
+    decision: Decision,
+    catalog: BehaviorCatalog,
+    behavior_states: BehaviorIndex,
+    *,
+    trust_status: bool = False,
+) -> Applied:
+    """Record the decision in the registry (a new assignment when the primary script or the
+    source changed) and apply the agent's ConfigMap with the decided bundle.
+
+    With `trust_status` the current assignment is taken from the agent's status (written
+    from the registry) instead of a registry read: the hot-reload path saves a query per agent
+    that way. A stale status costs at most a no-op assignment."""
+    primary = decision.primary
+    if primary is None:
+        return Applied(False, None)
+    agent_id = f"{agent.namespace}/{agent.name}"
+    wanted = (primary.behavior, primary.revision, decision.source)
+    before: AssignmentRecord | None = None
+    if trust_status:
+        changed = shown_decision(agent.status) != wanted
+    else:
+        before = await open_assignment(ctx.registry, agent_id)
+        record = await catalog.record(primary.behavior)
+        changed = before is None or (
+            record is None
+            or before.behavior_id != record.id
+            or before.behavior_revision != primary.revision
+            or getattr(before, "source", None) != decision.source
+        )
+    records: dict[str, BehaviorRecord] = {}
+    for share in decision.scripts:
+        found = await catalog.record(share.revision.behavior)
+        if found is None:
+            return Applied(False, before)  # deleted meanwhile: the next event decides again
+        records[share.revision.behavior] = found
+    assignment = before
+    if len(decision.scripts) > 1:
+        # The registry counts outcomes only of scripts it delivered to the agent.
+        await ctx.registry.allow_scripts(
+            agent_id,
+            [
+                ScriptRef(
+                    behavior_id=records[s.revision.behavior].id,
+                    revision=s.revision.revision,
+                    sha256=s.revision.sha256,
+                )
+                for s in decision.scripts
+            ],
+        )
+    if changed:
+        assignment = await ctx.registry.assign_behavior(
+            agent_id,
+            records[primary.behavior].id,
+            assigned_by=ASSIGNED_BY,
+            reason=decision.reason,
+            revision=primary.revision,
+            source=decision.source,
+            evidence=dict(decision.evidence),
+        )
+    entries = [
+        rendering.WeightedBehavior(
+            snapshot=rendering.BehaviorSnapshot(
+                name=share.revision.behavior,
+                namespace=agent.namespace,
+                revision=share.revision.revision,
+                sha256=share.revision.sha256,
+                script=await catalog.script(share.revision),
+                limits=limits_of(behavior_states, agent.namespace, share.revision.behavior),
+            ),
+            weight=share.weight,
+        )
+        for share in decision.scripts
+    ]
+    owner = rendering.Owner(name=agent.name, namespace=agent.namespace, uid=agent.uid)
+    await ctx.kube.apply(rendering.render_bundle_configmap(owner, entries))
+    return Applied(changed, assignment)
+
+
+__all__ = [
+    "Applied",
+    "BehaviorCatalog",
+    "agent_facts",
+    "apply_decision",
+    "decide_agent",
+    "facts_for",
+    "limits_of",
+    "named_behaviors",
+    "pin_condition",
+]
