@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from agent_registry.api import Authenticator, create_app
+from agent_registry.api import Authenticator, ReportAuth, create_app
 from agent_registry.metrics import Metrics
 from agent_registry.registry import RegistryService
 
@@ -41,10 +41,24 @@ class Kube:
             self.service_account(namespace, name)
         return self.kubectl("create", "token", name, "-n", namespace, "--duration", "1h").strip()
 
-    def agent(self, namespace: str, name: str, *, service_account: str | None = None) -> None:
+    def agent(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        service_account: str | None = None,
+        template_service_account: str | None = None,
+    ) -> None:
         spec: dict[str, Any] = {"role": "tester"}
         if service_account:
             spec["serviceAccountName"] = service_account
+        if template_service_account:
+            spec["template"] = {
+                "spec": {
+                    "serviceAccountName": template_service_account,
+                    "containers": [{"name": "agent", "image": "agent:1"}],
+                }
+            }
         self.apply(
             {
                 "apiVersion": AGENT_API,
@@ -115,9 +129,14 @@ class Api:
         return float(value or 0.0)
 
 
-async def serve(registry: RegistryService, kubeconfig: str) -> Api:
+async def serve(
+    registry: RegistryService,
+    kubeconfig: str,
+    *,
+    report_auth: ReportAuth = ReportAuth.SERVICE_ACCOUNT,
+) -> Api:
     metrics = Metrics()
-    authenticator = Authenticator.from_kubeconfig(kubeconfig)
+    authenticator = Authenticator.from_kubeconfig(kubeconfig, report_auth=report_auth)
     app = create_app(registry, authenticator, metrics=metrics)
     client: TestClient[web.Request, web.Application] = TestClient(TestServer(app))
     await client.start_server()

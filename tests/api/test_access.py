@@ -7,6 +7,7 @@ import pytest
 from agent_registry.api.access import (
     AgentRef,
     Identity,
+    ReportAuth,
     Verdict,
     is_namespace,
     is_object_name,
@@ -53,9 +54,34 @@ def test_unauthenticated_token_review(status: dict[str, object]) -> None:
     assert Identity.from_token_review(status) is None
 
 
-def test_same_namespace_any_service_account_when_agent_names_none() -> None:
-    agent = AgentRef("team-a", "a1", None)
-    assert report_decision(RUNNER, "team-a", agent).allowed
+def test_by_default_only_the_service_account_named_like_the_agent() -> None:
+    assert report_decision(RUNNER, "team-a", AgentRef("team-a", "runner", None)).allowed
+    decision = report_decision(RUNNER, "team-a", AgentRef("team-a", "a1", None))
+    assert decision.verdict is Verdict.FORBIDDEN
+    assert decision.reason == (
+        "Agent team-a/a1 accepts reports only from ServiceAccount team-a/a1 (the Agent's name: "
+        "spec.serviceAccountName is not set); this token is ServiceAccount team-a/runner"
+    )
+
+
+def test_the_spec_then_the_pod_template_name_the_reporting_service_account() -> None:
+    both = AgentRef("team-a", "a1", "runner", template_service_account="pod-sa")
+    assert both.reporter == ("runner", "spec.serviceAccountName")
+    assert report_decision(RUNNER, "team-a", both).allowed
+    template = AgentRef("team-a", "a1", None, template_service_account="runner")
+    assert template.reporter == ("runner", "spec.template.spec.serviceAccountName")
+    assert report_decision(RUNNER, "team-a", template).allowed
+    other = AgentRef("team-a", "a1", None, template_service_account="pod-sa")
+    assert not report_decision(RUNNER, "team-a", other).allowed
+
+
+def test_namespace_mode_lets_any_service_account_of_the_namespace_report() -> None:
+    agent = AgentRef("team-a", "a1", None, template_service_account="pod-sa")
+    assert report_decision(RUNNER, "team-a", agent, ReportAuth.NAMESPACE).allowed
+    # Still bound by an explicit spec.serviceAccountName, and still by the namespace.
+    named = AgentRef("team-a", "a1", "other")
+    assert not report_decision(RUNNER, "team-a", named, ReportAuth.NAMESPACE).allowed
+    assert not report_decision(RUNNER, "team-b", agent, ReportAuth.NAMESPACE).allowed
 
 
 def test_other_namespace_is_forbidden_even_for_a_missing_agent() -> None:
@@ -87,6 +113,13 @@ def test_agent_ref_from_object() -> None:
     assert AgentRef.from_object({"metadata": {"namespace": "n", "name": "a"}, "spec": {}}) == (
         AgentRef("n", "a", None)
     )
+    templated = {
+        "metadata": {"namespace": "n", "name": "a"},
+        "spec": {"template": {"spec": {"serviceAccountName": "pod-sa"}}},
+    }
+    assert AgentRef.from_object(templated) == AgentRef("n", "a", None, "pod-sa")
+    odd = {"metadata": {"namespace": "n", "name": "a"}, "spec": {"template": {"spec": None}}}
+    assert AgentRef.from_object(odd) == AgentRef("n", "a", None)
 
 
 @pytest.mark.parametrize(

@@ -26,9 +26,10 @@ async def _populate(api: Api, kube: Kube, namespace: str) -> None:
         source="Policy",
         evidence={"policy": "promote-tuned", "rate": 0.4},
     )
-    token = kube.token(namespace, "runner")
-    assert (await api.report(namespace, "good", report_body(12, 0), token))[0] == 202
-    assert (await api.report(namespace, "bad", report_body(2, 10), token))[0] == 202
+    # Each agent reports as its own ServiceAccount, named like it.
+    good, bad = kube.token(namespace, "good"), kube.token(namespace, "bad")
+    assert (await api.report(namespace, "good", report_body(12, 0), good))[0] == 202
+    assert (await api.report(namespace, "bad", report_body(2, 10), bad))[0] == 202
 
 
 async def test_reads_with_rbac_permission(api: Api, kube: Kube, namespace: str) -> None:
@@ -69,7 +70,7 @@ async def test_reads_with_rbac_permission(api: Api, kube: Kube, namespace: str) 
 async def test_reads_without_permission_are_403(api: Api, kube: Kube, namespace: str) -> None:
     await _populate(api, kube, namespace)
     reader = kube.reader(namespace)
-    runner = kube.token(namespace, "runner")  # may report, but has no RBAC to read agents
+    runner = kube.token(namespace, "good")  # may report, but has no RBAC to read agents
 
     assert (await api.get(f"/v1/agents?namespace={namespace}", runner))[0] == 403
     assert (await api.get(f"/v1/agents/{namespace}/good", runner))[0] == 403

@@ -6,7 +6,8 @@ import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from agent_registry.registry import BehaviorRecord
+from agent_registry.api import ReportAuth
+from agent_registry.registry import BehaviorRecord, RegistryService
 from api.harness import Api, Kube, report_body, serve
 
 SCRIPT = "function on_task(task, ctx) return {accept = true, effort = 0.5} end\n"
@@ -27,7 +28,7 @@ async def test_accepted_report_updates_the_agent_stats(
     api: Api, kube: Kube, namespace: str
 ) -> None:
     await _agent(api, kube, namespace, "a1")
-    token = kube.token(namespace, "runner")
+    token = kube.token(namespace, "a1")
 
     status, body, _ = await api.report(namespace, "a1", report_body(2, 1, cycles=4), token)
 
@@ -44,7 +45,7 @@ async def test_accepted_report_updates_the_agent_stats(
 
 async def test_a_retried_batch_is_counted_once(api: Api, kube: Kube, namespace: str) -> None:
     await _agent(api, kube, namespace, "a1")
-    token = kube.token(namespace, "runner")
+    token = kube.token(namespace, "a1")
     body = report_body(3, 0, batch_id=uuid.uuid4())
 
     first = await api.report(namespace, "a1", body, token)
@@ -140,6 +141,61 @@ async def test_only_the_agents_service_account_may_report(
     assert api.metric("reports_ingested_total", {"result": "forbidden"}) == 1
 
 
+async def test_by_default_only_the_service_account_named_like_the_agent_may_report(
+    api: Api, kube: Kube, namespace: str
+) -> None:
+    await _agent(api, kube, namespace, "a1")
+    neighbour = kube.token(namespace, "neighbour")
+    default = kube.token(namespace, "default")
+
+    for token in (neighbour, default):
+        status, body, headers = await api.report(namespace, "a1", report_body(), token)
+        assert status == 403, body
+        assert headers["Content-Type"].startswith("application/problem+json")
+        # The refusal says which identity is expected, and why that one.
+        assert f"ServiceAccount {namespace}/a1 (the Agent's name" in body["detail"]
+    accepted = await api.report(namespace, "a1", report_body(), kube.token(namespace, "a1"))
+
+    assert accepted[0] == 202, accepted[1]
+    assert (await api.registry.get_by_agent_id(f"{namespace}/a1")).tasks_completed == 3
+
+
+async def test_the_pod_templates_service_account_may_report(
+    api: Api, kube: Kube, namespace: str
+) -> None:
+    # The rendered Deployment's pods run as the template's ServiceAccount when it names one.
+    await _agent(api, kube, namespace, "a1", template_service_account="pod-sa")
+
+    refused = await api.report(namespace, "a1", report_body(), kube.token(namespace, "a1"))
+    accepted = await api.report(namespace, "a1", report_body(), kube.token(namespace, "pod-sa"))
+
+    assert refused[0] == 403, refused[1]
+    assert "spec.template.spec.serviceAccountName" in refused[1]["detail"]
+    assert accepted[0] == 202, accepted[1]
+
+
+async def test_namespace_mode_is_the_explicit_opt_out(
+    postgres_url: str, kube: Kube, namespace: str
+) -> None:
+    registry = RegistryService.from_url(postgres_url)
+    api = await serve(registry, kube.cluster.kubeconfig, report_auth=ReportAuth.NAMESPACE)
+    try:
+        await _agent(api, kube, namespace, "a1")
+        await _agent(api, kube, namespace, "a2", service_account="runner-a2")
+        neighbour = kube.token(namespace, "neighbour")
+
+        anyone = await api.report(namespace, "a1", report_body(), neighbour)
+        named = await api.report(namespace, "a2", report_body(), neighbour)
+
+        assert anyone[0] == 202, anyone[1]
+        # spec.serviceAccountName still binds an Agent to its ServiceAccount in this mode.
+        assert named[0] == 403, named[1]
+        assert "runner-a2" in named[1]["detail"]
+    finally:
+        await api.client.close()
+        await registry.close()
+
+
 async def test_an_unknown_agent_is_404(api: Api, kube: Kube, namespace: str) -> None:
     token = kube.token(namespace, "runner")
     status, body, _ = await api.report(namespace, "ghost", report_body(), token)
@@ -151,7 +207,7 @@ async def test_an_agent_not_yet_registered_is_retried_later(
     api: Api, kube: Kube, namespace: str
 ) -> None:
     kube.agent(namespace, "a1")  # in Kubernetes, the controller has not registered it yet
-    token = kube.token(namespace, "runner")
+    token = kube.token(namespace, "a1")
     status, body, headers = await api.report(namespace, "a1", report_body(), token)
     assert status == 503, body
     assert int(headers["Retry-After"]) > 0
@@ -159,7 +215,7 @@ async def test_an_agent_not_yet_registered_is_retried_later(
 
 async def test_an_invalid_body_is_422_with_locations(api: Api, kube: Kube, namespace: str) -> None:
     await _agent(api, kube, namespace, "a1")
-    token = kube.token(namespace, "runner")
+    token = kube.token(namespace, "a1")
     body = report_body()
     body["outcomes"][1] = {"success": "maybe"}
     body["cycles"] = -1
@@ -178,22 +234,20 @@ async def test_an_invalid_body_is_422_with_locations(api: Api, kube: Kube, names
 
 async def test_a_body_over_the_limit_is_413(api: Api, kube: Kube, namespace: str) -> None:
     await _agent(api, kube, namespace, "a1")
-    token = kube.token(namespace, "runner")
+    token = kube.token(namespace, "a1")
     status, problem, _ = await api.report(namespace, "a1", " " * (3 * 1024 * 1024), token)
     assert status == 413, problem
     assert problem["status"] == 413
 
 
 async def test_registry_down_is_503_with_retry_after(kube: Kube, namespace: str) -> None:
-    from agent_registry.registry import RegistryService
-
     # A real PostgreSQL driver against a port nothing listens on: the outage as the
     # registry sees it, without stopping the session's shared server.
     registry = RegistryService.from_url("postgresql+psycopg://agentreg:x@127.0.0.1:9/agentreg")
     api = await serve(registry, kube.cluster.kubeconfig)
     try:
         kube.agent(namespace, "a1")
-        token = kube.token(namespace, "runner")
+        token = kube.token(namespace, "a1")
         status, problem, headers = await api.report(namespace, "a1", report_body(), token)
         assert status == 503, problem
         assert int(headers["Retry-After"]) > 0
@@ -210,7 +264,7 @@ async def test_a_new_load_confirmation_observes_reload_latency(
     await _agent(api, kube, namespace, "a1")
     behavior = await api.registry.create_behavior("b1", "tester", SCRIPT, namespace=namespace)
     await api.registry.assign_behavior(f"{namespace}/a1", behavior.id)
-    token = kube.token(namespace, "runner")
+    token = kube.token(namespace, "a1")
     sha = hashlib.sha256(SCRIPT.encode()).hexdigest()
     assert behavior.script_sha256 == sha
     body = report_body(1, 0)
@@ -237,7 +291,7 @@ async def test_a_load_failure_is_stored_and_logged(
     await _agent(api, kube, namespace, "a1")
     behavior = await api.registry.create_behavior("b1", "tester", SCRIPT, namespace=namespace)
     await api.registry.assign_behavior(f"{namespace}/a1", behavior.id)
-    token = kube.token(namespace, "runner")
+    token = kube.token(namespace, "a1")
     now = datetime.now(UTC)
     good = behavior.script_sha256
     # The runtime still runs the good script (loaded before) and refused a newer one.

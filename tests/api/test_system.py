@@ -40,7 +40,7 @@ async def test_metrics_exposition(api: Api, kube: Kube, namespace: str) -> None:
     await api.registry.register_agent(f"{namespace}/a1", "tester")
     spec = await api.registry.create_behavior("spec", "tester", "function on_task() end")
     await api.registry.assign_behavior(f"{namespace}/a1", spec.id)
-    token = kube.token(namespace, "runner")
+    token = kube.token(namespace, "a1")
     assert (await api.report(namespace, "a1", report_body(4, 1), token))[0] == 202
     api.metrics.count_reconcile("Agent", "success")
 

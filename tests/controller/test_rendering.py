@@ -110,6 +110,15 @@ def test_configmap_changes_with_the_script() -> None:
 def test_service_account_from_spec_unless_template_sets_one() -> None:
     dep = render_deployment(OWNER, TEMPLATE, registry_url="u", service_account_name="coder-sa")
     assert dep["spec"]["template"]["spec"]["serviceAccountName"] == "coder-sa"
+    own = {**TEMPLATE, "spec": {**TEMPLATE["spec"], "serviceAccountName": "template-sa"}}
+    dep = render_deployment(OWNER, own, registry_url="u", service_account_name="coder-sa")
+    assert dep["spec"]["template"]["spec"]["serviceAccountName"] == "template-sa"
+
+
+def test_pods_run_as_the_agents_own_service_account_by_default() -> None:
+    # Not `default`: the registry API accepts reports only from the Agent's own account.
+    dep = render_deployment(OWNER, TEMPLATE, registry_url="u")
+    assert dep["spec"]["template"]["spec"]["serviceAccountName"] == "coder-1"
 
 
 def _snapshot(name: str, revision: int, script: str, **limits: int) -> BehaviorSnapshot:

@@ -104,8 +104,9 @@ def test_script_edit_reloads_a_running_agent_within_two_seconds(
     kubectl("apply", "-f", str(EXAMPLES_DIR))
     explain = diagnose(kubectl, operator)
     wait_for(lambda: converged(kubectl), timeout=90, what="examples converged", diagnose=explain)
-    kubectl("create", "serviceaccount", "coder")
-    token = kubectl("create", "token", "coder").strip()
+    # The runtime reports as the Agent's own ServiceAccount, named like the Agent.
+    kubectl("create", "serviceaccount", "coder-1")
+    token = kubectl("create", "token", "coder-1").strip()
     runtime.start(f"{kubectl.namespace}/coder-1", "coder-1-behavior", operator.api_url, token)
 
     def explain_all() -> str:

@@ -6,7 +6,7 @@
 See docs/api.md for the endpoints and the auth model.
 """
 
-from agent_registry.api.access import Identity
+from agent_registry.api.access import Identity, ReportAuth
 from agent_registry.api.app import ENDPOINTS, MAX_BODY_BYTES, create_app
 from agent_registry.api.auth import Authenticator
 from agent_registry.api.kube import KubeClient, KubeUnavailable, load_configuration
@@ -20,6 +20,7 @@ __all__ = [
     "Identity",
     "KubeClient",
     "KubeUnavailable",
+    "ReportAuth",
     "build_document",
     "create_app",
     "load_configuration",

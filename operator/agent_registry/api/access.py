@@ -1,7 +1,11 @@
 """Who a caller is and what it may do: pure rules, no I/O (auth.py does the lookups).
 
 Reports: only a ServiceAccount token, only for an Agent in the token's own namespace, and only
-as the Agent's `spec.serviceAccountName` when the Agent names one.
+as the Agent's own ServiceAccount: `spec.serviceAccountName`, else the one its pod template
+runs as, else the ServiceAccount named like the Agent. Decisions act on reports (policies,
+experiments, rollouts), so a neighbour workload of the namespace must not be able to speak for
+an Agent. `ReportAuth.NAMESPACE` is the explicit opt-out to the older, weaker rule (any
+ServiceAccount of the namespace, unless the Agent sets `spec.serviceAccountName`).
 Reads: the caller needs the Kubernetes RBAC permission to read the matching resource
 (`get`/`list` on `agents` or `agentbehaviors` of agents.singularity.dev), checked with a
 SubjectAccessReview. Whoever may `kubectl get agents` may read the registry's view of them.
@@ -81,6 +85,15 @@ class Identity:
         return spec
 
 
+class ReportAuth(Enum):
+    """Which ServiceAccounts of the Agent's namespace may report for it."""
+
+    # Only the Agent's own ServiceAccount (see AgentRef.reporter).
+    SERVICE_ACCOUNT = "serviceaccount"
+    # Any ServiceAccount of the namespace, unless the Agent sets spec.serviceAccountName.
+    NAMESPACE = "namespace"
+
+
 @dataclass(frozen=True)
 class AgentRef:
     """What authorization needs to know of an Agent object."""
@@ -88,16 +101,39 @@ class AgentRef:
     namespace: str
     name: str
     service_account_name: str | None
+    # spec.template.spec.serviceAccountName: the rendered pods run as it when the template sets it.
+    template_service_account: str | None = None
+
+    @property
+    def reporter(self) -> tuple[str, str]:
+        """(ServiceAccount name, where the name comes from) of the one identity that may report.
+
+        The same order the rendered Deployment's pods get their ServiceAccount in, so an
+        operator-run agent is accepted with no configuration: the spec, the template, and
+        otherwise a name derived from the Agent alone (never `default`, which every pod of
+        the namespace runs as unless told otherwise).
+        """
+        if self.service_account_name:
+            return self.service_account_name, "spec.serviceAccountName"
+        if self.template_service_account:
+            return self.template_service_account, "spec.template.spec.serviceAccountName"
+        return self.name, "the Agent's name: spec.serviceAccountName is not set"
 
     @classmethod
     def from_object(cls, obj: dict[str, Any]) -> AgentRef:
         metadata = obj.get("metadata") or {}
         spec = obj.get("spec") or {}
         service_account = spec.get("serviceAccountName")
+        template = spec.get("template")
+        pod_spec = template.get("spec") if isinstance(template, dict) else None
+        template_account = (
+            pod_spec.get("serviceAccountName") if isinstance(pod_spec, dict) else None
+        )
         return cls(
             namespace=str(metadata.get("namespace", "")),
             name=str(metadata.get("name", "")),
             service_account_name=str(service_account) if service_account else None,
+            template_service_account=str(template_account) if template_account else None,
         )
 
 
@@ -135,7 +171,12 @@ def namespace_decision(identity: Identity, namespace: str) -> Decision:
     return Decision(Verdict.ALLOWED, "same namespace")
 
 
-def report_decision(identity: Identity, namespace: str, agent: AgentRef | None) -> Decision:
+def report_decision(
+    identity: Identity,
+    namespace: str,
+    agent: AgentRef | None,
+    mode: ReportAuth = ReportAuth.SERVICE_ACCOUNT,
+) -> Decision:
     """May `identity` report outcomes for the Agent `agent` (None: no such Agent) in `namespace`?"""
     first = namespace_decision(identity, namespace)
     if not first.allowed:
@@ -145,13 +186,19 @@ def report_decision(identity: Identity, namespace: str, agent: AgentRef | None) 
     service_account = identity.service_account
     assert service_account is not None  # namespace_decision allowed only ServiceAccounts
     _, token_name = service_account
-    if agent.service_account_name is not None and agent.service_account_name != token_name:
+    if mode is ReportAuth.NAMESPACE and agent.service_account_name is None:
+        return Decision(Verdict.ALLOWED, "ServiceAccount of the Agent's namespace")
+    expected, source = agent.reporter
+    if expected != token_name:
+        # The refusal names the expected identity: the fix (run as it, or set
+        # spec.serviceAccountName) is then obvious from the runtime's log alone.
         return Decision(
             Verdict.FORBIDDEN,
-            f"Agent {agent.namespace}/{agent.name} reports as ServiceAccount "
-            f"{agent.service_account_name!r}, not {token_name!r}",
+            f"Agent {agent.namespace}/{agent.name} accepts reports only from ServiceAccount "
+            f"{namespace}/{expected} ({source}); this token is ServiceAccount "
+            f"{namespace}/{token_name}",
         )
-    return Decision(Verdict.ALLOWED, "ServiceAccount of the Agent's namespace")
+    return Decision(Verdict.ALLOWED, f"the Agent's ServiceAccount ({source})")
 
 
 __all__ = [
@@ -159,6 +206,7 @@ __all__ = [
     "AgentRef",
     "Decision",
     "Identity",
+    "ReportAuth",
     "Verdict",
     "is_namespace",
     "is_object_name",

@@ -48,9 +48,11 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
         errors=(401, 403, 404, 413, 422, 503),
         tags=("reports",),
         description=(
-            "Sent by the agent runtime with its ServiceAccount token. The token's ServiceAccount "
-            "must be in the Agent's namespace, and be the Agent's spec.serviceAccountName when "
-            "that is set. A batch is counted once per batch_id; retry on 5xx with the same id."
+            "Sent by the agent runtime with its ServiceAccount token. The token must be the "
+            "Agent's own ServiceAccount: spec.serviceAccountName, else the pod template's "
+            "serviceAccountName, else the ServiceAccount named like the Agent (operators may "
+            "opt out with `agentreg run --report-auth=namespace`). A batch is counted once per "
+            "batch_id; retry on 5xx with the same id."
         ),
     ),
     Endpoint(

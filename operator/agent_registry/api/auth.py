@@ -16,6 +16,7 @@ from agent_registry.api.access import (
     AgentRef,
     Decision,
     Identity,
+    ReportAuth,
     namespace_decision,
     report_decision,
 )
@@ -35,6 +36,7 @@ class Authenticator:
         kube: KubeClient,
         *,
         audiences: list[str] | None = None,
+        report_auth: ReportAuth = ReportAuth.SERVICE_ACCOUNT,
         token_ttl_seconds: float = 30.0,
         negative_ttl_seconds: float = 5.0,
         agent_ttl_seconds: float = 5.0,
@@ -45,6 +47,7 @@ class Authenticator:
     ) -> None:
         self.kube = kube
         self._audiences = audiences
+        self.report_auth = report_auth
         self._token_ttl = token_ttl_seconds
         self._negative_ttl = negative_ttl_seconds
         self._agent_ttl = agent_ttl_seconds
@@ -65,9 +68,14 @@ class Authenticator:
         *,
         context: str | None = None,
         audiences: list[str] | None = None,
+        report_auth: ReportAuth = ReportAuth.SERVICE_ACCOUNT,
     ) -> Authenticator:
         """An Authenticator using a kubeconfig file, $KUBECONFIG or the in-cluster config."""
-        return cls(KubeClient.from_kubeconfig(kubeconfig, context=context), audiences=audiences)
+        return cls(
+            KubeClient.from_kubeconfig(kubeconfig, context=context),
+            audiences=audiences,
+            report_auth=report_auth,
+        )
 
     async def authenticate(self, token: str) -> Identity | None:
         """The caller behind `token`, or None when the apiserver does not accept it."""
@@ -100,7 +108,8 @@ class Authenticator:
         first = namespace_decision(identity, namespace)
         if not first.allowed:
             return first
-        return report_decision(identity, namespace, await self.agent(namespace, name))
+        agent = await self.agent(namespace, name)
+        return report_decision(identity, namespace, agent, self.report_auth)
 
     async def can(
         self, identity: Identity, verb: str, resource: str, namespace: str | None = None

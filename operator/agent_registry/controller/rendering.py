@@ -212,8 +212,10 @@ def render_pod_template(
         *volumes,
         {"name": BEHAVIOR_VOLUME, "configMap": {"name": configmap_name(owner.name)}},
     ]
-    if service_account_name and "serviceAccountName" not in spec:
-        spec["serviceAccountName"] = service_account_name
+    if "serviceAccountName" not in spec:
+        # Without one the pods would run as `default`, which the registry API refuses reports
+        # from: the Agent's own ServiceAccount is named like the Agent (api/access.py).
+        spec["serviceAccountName"] = service_account_name or owner.name
     return rendered
 
 
