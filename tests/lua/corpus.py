@@ -419,9 +419,24 @@ CORPUS: list[Case] = [
         "ok",
         result=0,
     ),
+    # Patterns: a single attempt that backtracks polynomially (adjacent or nested quantifiers
+    # over the same characters) is refused on a long subject; an unanchored call whose attempts
+    # are each bounded runs as a loop of attempts, which the budget stops like any loop.
     Case(
         "pattern-find-backtracking",
         on_task('return string.find(("a"):rep(50000), ".-.-.-b")'),
+        "error",
+        message="pattern too costly",
+    ),
+    Case(
+        "pattern-adjacent-quantifiers-same-class",
+        on_task('return string.find(("a"):rep(100000), "a*a*a*a*b")'),
+        "error",
+        message="pattern too costly",
+    ),
+    Case(
+        "pattern-nested-lazy-captures",
+        on_task('return ("a"):rep(100000):find("(.-)(.-)(.-)x")'),
         "error",
         message="pattern too costly",
     ),
@@ -433,7 +448,7 @@ CORPUS: list[Case] = [
     ),
     Case(
         "pattern-gmatch-backtracking",
-        on_task('for x in ("a"):rep(30000):gmatch(".-b") do end'),
+        on_task('for x in ("a"):rep(30000):gmatch("a*a*a*b") do end'),
         "error",
         message="pattern too costly",
     ),
@@ -444,10 +459,34 @@ CORPUS: list[Case] = [
         message="pattern too costly",
     ),
     Case(
-        "pattern-balance-on-long-subject",
-        on_task('return ("("):rep(100000):find("%b()")'),
+        "pattern-anchored-quadratic-attempt",
+        on_task('return ("x" .. (" "):rep(100000) .. "y"):match("^%s*(.-)%s*$")'),
         "error",
         message="pattern too costly",
+    ),
+    Case(
+        # Every start scans to the end for a balance that never comes: quadratic, as a loop.
+        "pattern-balance-on-long-subject",
+        on_task('return ("("):rep(100000):find("%b()")'),
+        "timeout",
+        limits=Limits(timeout_ms=200),
+    ),
+    Case(
+        "pattern-stepped-loop-inside-pcall",
+        on_task('local ok = pcall(string.gsub, ("("):rep(100000), "%b()", "")\nreturn ok'),
+        "timeout",
+        limits=Limits(timeout_ms=200),
+    ),
+    Case(
+        "pattern-stepped-loop-in-a-loop",
+        on_task('for i = 1, 1e9 do pcall(string.find, ("("):rep(50000), "%b()") end'),
+        "timeout",
+        limits=Limits(timeout_ms=200),
+    ),
+    Case(
+        "pattern-stepped-replacement-function-loops",
+        on_task('return ("ab"):rep(50000):gsub("a.-b", function() while true do end end)'),
+        "instructions",
     ),
     Case(
         "plain-find-huge",
@@ -457,9 +496,19 @@ CORPUS: list[Case] = [
     ),
     Case(
         "pattern-given-as-a-number",
+        # -1e-300 is read as the pattern "-1e-300" (`e-` quantified) on a subject without
+        # "-1": a loop of attempts that finds no start.
         on_task('return ("1"):rep(100000):find(-1e-300)'),
-        "error",
-        message="pattern too costly",
+        "ok",
+        result=None,
+    ),
+    Case(
+        "pattern-lazy-without-end-stops-at-the-first-failure",
+        on_task(
+            'local n = 0\nfor x in ("<"):rep(100000):gmatch("<(.-)>") do n = n + 1 end\nreturn n'
+        ),
+        "ok",
+        result=0,
     ),
     Case(
         "reasonable-patterns-allowed",
@@ -668,5 +717,153 @@ CORPUS: list[Case] = [
         PING + "function on_task(task, ctx) on_task = nil return 1 end\n",
         "ok",
         result=1,
+    ),
+]
+
+
+# --- benign scripts: what behaviors really do, which validation and the limits must accept ----
+
+
+@dataclass(frozen=True)
+class Benign:
+    name: str
+    script: str
+    task: dict[str, Any]  # a task as the behavior's agents would get it
+    result: Any
+    reads_own_fields: bool  # fails on the invented task of the dry call
+
+
+def _text(kilobytes: int) -> str:
+    paragraph = (
+        '<p>  The  quick\tbrown fox,  "jumps"  over\n\n the lazy   dog. </p>\n'
+        '  Numbers: 3.14,  2.71 and "e"  \t\n'
+    )
+    body = paragraph * (kilobytes * 1024 // len(paragraph))
+    return "<html><title>Report  1</title>\n" + body + "</html>\n"
+
+
+TEXT = _text(100)
+CSV = ",".join(f"field{i}" for i in range(10000))
+
+CLEANUP = """
+function on_task(task, ctx)
+  local text = task.text
+  local clean = text:gsub("%s+", " ")
+  clean = clean:gsub("^%s+", ""):gsub("%s+$", "")
+  local words = 0
+  for _ in clean:gmatch("%S+") do words = words + 1 end
+  local fields = {}
+  for field in (task.csv .. ","):gmatch("([^,]*),") do fields[#fields + 1] = field end
+  local title = text:match("<title>(.-)</title>")
+  local _, quoted = text:gsub('"(.-)"', "%1")
+  local tags = select(2, text:gsub("</?%a+>", ""))
+  return {length = #clean, words = words, fields = #fields, last = fields[#fields],
+          title = title, quoted = quoted, tags = tags}
+end
+"""
+
+SORT = """
+local function better(a, b)
+  if a.score ~= b.score then return a.score > b.score end
+  return a.name < b.name
+end
+
+function on_task(task, ctx)
+  local candidates = {}
+  for i, c in ipairs(task.candidates) do candidates[i] = c end
+  table.sort(candidates, better)
+  local top = {}
+  for i = 1, math.min(3, #candidates) do top[i] = candidates[i].name end
+  return {accept = #top > 0, top = top}
+end
+"""
+
+NESTED = """
+function on_task(task, ctx)
+  ctx.state.seen = (ctx.state.seen or 0) + 1
+  local steps = {}
+  for i = 1, 3 do
+    steps[i] = {index = i, action = i == 1 and "read" or "write",
+                args = {path = "/tmp/" .. i, flags = {"r", "w"}}}
+  end
+  return {accept = true, effort = 0.5,
+          plan = {steps = steps, meta = {seen = ctx.state.seen, kind = task.kind}}}
+end
+"""
+
+TASK_FIELDS = """
+function on_task(task, ctx)
+  local after = task.n + 1
+  local urgent = task.priority > 3
+  local files = #task.files
+  return {accept = urgent or files < 10, effort = files / 10, next = after}
+end
+"""
+
+
+SCORES = {f"agent-{i:03d}": (i * 37) % 101 for i in range(500)}
+CANDIDATES = [{"name": name, "score": score} for name, score in SCORES.items()]
+BEST = sorted(SCORES, key=lambda name: (-SCORES[name], name))
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+BENIGN: list[Benign] = [
+    Benign(
+        "string-cleanup-of-100-kb",
+        CLEANUP,
+        {"id": "t-1", "text": TEXT, "csv": CSV},
+        {
+            "length": len(" ".join(TEXT.split())),
+            "words": _words(TEXT),
+            "fields": 10000,
+            "last": "field9999",
+            "title": "Report  1",
+            "quoted": TEXT.count('"') // 2,
+            "tags": TEXT.count("<p>") * 2 + 4,  # and html, title
+        },
+        reads_own_fields=True,
+    ),
+    Benign(
+        "table-sort-with-a-comparator",
+        SORT,
+        {"id": "t-2", "candidates": CANDIDATES},
+        {"accept": True, "top": BEST[:3]},
+        reads_own_fields=True,
+    ),
+    Benign(
+        "nested-result-tables",
+        NESTED,
+        {"id": "t-3", "kind": "simulated", "difficulty": 0.2},
+        {
+            "accept": True,
+            "effort": 0.5,
+            "plan": {
+                "steps": [
+                    {"index": 1, "action": "read", "args": {"path": "/tmp/1", "flags": ["r", "w"]}},
+                    {
+                        "index": 2,
+                        "action": "write",
+                        "args": {"path": "/tmp/2", "flags": ["r", "w"]},
+                    },
+                    {
+                        "index": 3,
+                        "action": "write",
+                        "args": {"path": "/tmp/3", "flags": ["r", "w"]},
+                    },
+                ],
+                "meta": {"seen": 1, "kind": "simulated"},
+            },
+        },
+        reads_own_fields=False,
+    ),
+    Benign(
+        "reading-task-fields",
+        TASK_FIELDS,
+        {"id": "t-4", "n": 41, "priority": 5, "files": ["a.py", "b.py"]},
+        {"accept": True, "effort": 0.2, "next": 42},
+        reads_own_fields=True,
     ),
 ]

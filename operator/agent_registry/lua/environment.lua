@@ -16,6 +16,7 @@ local co_create, co_resume, co_status, co_close = coroutine.create, coroutine.re
 local s_find, s_match, s_gmatch, s_gsub = string.find, string.match, string.gmatch, string.gsub
 local s_rep, s_sub, s_byte, s_len, s_format = string.rep, string.sub, string.byte, string.len,
   string.format
+local s_char = string.char
 local t_concat, t_pack, t_unpack = table.concat, table.pack, table.unpack
 local m_tointeger, m_maxinteger, m_floor = math.tointeger, math.maxinteger, math.floor
 local utf8_len = utf8.len
@@ -328,140 +329,750 @@ local function rep(s, n, sep)
   return s_rep(s, n, sep)
 end
 
--- Pattern analysis: the number of backtracking items (q), optional items and anchoring. The
--- C matcher is a backtracking one: its worst case grows like m * n^(q+1) for a subject of n
--- bytes and a pattern of m bytes (n^q when anchored), times 2 per optional item.
-local function skip_set(p, i)
-  -- p[i] == "["; returns the index after the closing "]" (as lstrlib's classEnd does).
-  i = i + 1
-  if s_byte(p, i) == 94 then
-    i = i + 1
-  end
-  repeat
-    local c = s_byte(p, i)
-    if c == nil then
-      return i
+---------------------------------------------------------------------------------------------
+-- Pattern calls (string.find/match/gmatch/gsub). Lua's matcher backtracks and no hook fires
+-- inside one C call, so a call is bounded before it is made, from the pattern (analysed once,
+-- cached) and the subject's length n, in matcher steps (a character test, or a retry of the
+-- rest of the pattern: at most about 3 ns each here, see docs/benchmarks.md):
+--   A(n), the worst case of one attempt (the pattern tried at one position): a polynomial in
+--   n. A quantified item multiplies the cost of the rest of the pattern only when the rest
+--   can start with a character of the item's class: otherwise every retry but one fails at
+--   its first character (`%s+x`, `[^,]*,`, `%w+=`), and the costs add up.
+--   The call: A(n) when anchored; n times a constant when every attempt fails within its
+--   unquantified first items or succeeds (only the last item is quantified: `%s+`, `[^,]*`,
+--   `%d%d`, literals), since a success consumes what it scanned; n * A(n) otherwise.
+-- Within max_pattern_cost the call is one C call. An unanchored call over it runs stepped
+-- when one attempt fits: one anchored C call per start position, in a Lua loop that the hook
+-- interrupts like any other loop, which skips the positions where no match can start or
+-- which an earlier failure already decided. Only a call whose single attempt exceeds the
+-- limit is refused (`a*a*a*b`, `(.-)(.-)(.-)x`, `^%s*(.-)%s*$` on long subjects).
+---------------------------------------------------------------------------------------------
+
+local SINGLE, BALANCE, FRONTIER, BACKREF, CAPTURE, END_ANCHOR, BROKEN = 1, 2, 3, 4, 5, 6, 7
+local STAR, PLUS, LAZY, OPTIONAL = 42, 43, 45, 63 -- the quantifier characters
+local SPECIALS = "[%^%$%*%+%?%.%(%[%%%-]" -- lstrlib's: without them, find is a plain search
+local MAX_ANALYSED = 4096 -- longer patterns get a cruder estimate (the analysis allocates)
+local MAX_FIRST = 8 -- classes kept in a `first` list before it becomes "any character"
+local GSUB_STEPS = 6 -- what gsub adds at each position of the subject, in matcher steps
+local FITS_PER_POSITION = GSUB_STEPS + 32 -- covered by the cached length check (`fits`)
+
+local BYTE_STRINGS, ALL = {}, {}
+for b = 0, 255 do
+  BYTE_STRINGS[b] = s_char(b)
+  ALL[b] = true
+end
+
+-- The index after the single-character class at p[i] (lstrlib's classEnd); nil if malformed.
+local function class_end(p, i, m)
+  local c = s_byte(p, i)
+  if c == 37 then -- %x
+    if i >= m then
+      return nil
     end
+    return i + 2
+  elseif c == 91 then -- [set]: its first character (after ^) is never the closing ]
     i = i + 1
-    if c == 37 then
+    if s_byte(p, i) == 94 then
       i = i + 1
     end
-  until s_byte(p, i) == 93
+    repeat
+      if i > m then
+        return nil
+      end
+      local d = s_byte(p, i)
+      i = i + 1
+      if d == 37 and i <= m then
+        i = i + 1
+      end
+    until s_byte(p, i) == 93
+    return i + 1
+  end
   return i + 1
 end
 
-local pattern_cache, pattern_cache_size = {}, 0
-
-local function analyze(p)
-  local cached = pattern_cache[p]
-  if cached then
-    return cached
-  end
-  local q, opt, i, m = 0, 0, 1, s_len(p)
-  local anchored = s_byte(p, 1) == 94
-  if anchored then
-    i = 2
-  end
-  while i <= m do
-    local c = s_byte(p, i)
-    local single = true
-    if c == 37 then -- %
-      local d = s_byte(p, i + 1)
-      if d == 98 then -- %bxy scans to the end of the subject
-        q = q + 1
-        i = i + 4
-        single = false
-      elseif d == 102 then -- %f[set]
-        i = skip_set(p, i + 2)
-        single = false
-      elseif d and d >= 48 and d <= 57 then -- back reference
-        q = q + 1
-        i = i + 2
-        single = false
-      else
-        i = i + 2
-      end
-    elseif c == 91 then -- [set]
-      i = skip_set(p, i)
-    elseif c == 40 or c == 41 then -- captures
-      i = i + 1
-      single = false
-    else
-      i = i + 1
-    end
-    if single then
-      local qc = s_byte(p, i)
-      if qc == 42 or qc == 43 or qc == 45 then
-        q = q + 1
-        i = i + 1
-      elseif qc == 63 then
-        opt = opt + 1
-        i = i + 1
-      end
-    end
-  end
-  cached = { q, opt, anchored }
-  if pattern_cache_size >= 256 then
-    pattern_cache, pattern_cache_size = {}, 0
-  end
-  pattern_cache[p] = cached
-  pattern_cache_size = pattern_cache_size + 1
-  return cached
+local function is_alnum(b)
+  return (b >= 48 and b <= 57) or (b >= 65 and b <= 90) or (b >= 97 and b <= 122)
 end
 
-local function check_pattern(fname, s, p, plain, can_anchor)
-  -- Numbers are converted as the C functions convert them ("1e+300" is a pattern with "+").
+local set_cache, set_cache_size = {}, 0
+
+-- The bytes a single-character class matches, as {[byte] = true} (ALL for "."), asked of the
+-- C matcher itself so that %a, ranges and negations mean exactly what they mean there.
+local function class_set(text)
+  local len, c = s_len(text), s_byte(text, 1)
+  if len == 1 then
+    return c == 46 and ALL or { [c] = true }
+  elseif len == 2 and c == 37 and not is_alnum(s_byte(text, 2)) then
+    return { [s_byte(text, 2)] = true }
+  end
+  local set = set_cache[text]
+  if set == nil then
+    set = {}
+    local probe = "^" .. text .. "()"
+    for b = 0, 255 do
+      if s_find(BYTE_STRINGS[b], probe) then
+        set[b] = true
+      end
+    end
+    if set_cache_size >= 256 then
+      set_cache, set_cache_size = {}, 0
+    end
+    set_cache[text] = set
+    set_cache_size = set_cache_size + 1
+  end
+  return set
+end
+
+local function literal_of(text)
+  local len, c = s_len(text), s_byte(text, 1)
+  if len == 1 and c ~= 46 then
+    return c
+  elseif len == 2 and c == 37 and not is_alnum(s_byte(text, 2)) then
+    return s_byte(text, 2)
+  end
+  return nil
+end
+
+-- `first` lists: the classes a match of the rest of a pattern can start with.
+local function union(set, list)
+  if set == ALL or #list >= MAX_FIRST then
+    return { ALL }
+  end
+  local r = { set }
+  for k = 1, #list do
+    r[k + 1] = list[k]
+  end
+  return r
+end
+
+local function disjoint(set, list)
+  for k = 1, #list do
+    local other = list[k]
+    if set == ALL or other == ALL then
+      return false
+    end
+    for b in next, set do
+      if other[b] then
+        return false
+      end
+    end
+  end
+  return true
+end
+
+-- Polynomials in n, {c0, c1, ...}: p + a + b*n, p * (a + b*n), p(n). In floats: integers
+-- would wrap around (n^5 for n = 10^5), and a wrapped cost could pass the check.
+local function p_add(p, a, b)
+  local r = {}
+  for k = 1, #p do
+    r[k] = p[k]
+  end
+  r[1] = r[1] + a
+  r[2] = (r[2] or 0) + b
+  return r
+end
+
+local function p_mul(p, a, b)
+  local r = {}
+  for k = 1, #p + 1 do
+    r[k] = a * (p[k] or 0) + b * (p[k - 1] or 0)
+  end
+  return r
+end
+
+local function p_eval(p, n)
+  local v = 0.0
+  for k = #p, 1, -1 do
+    v = v * n + p[k]
+  end
+  return v
+end
+
+-- The pattern's items, as lstrlib's match() reads them.
+local function parse(p, i, m)
+  local items, depth, unbalanced = {}, 0, false
+  while i <= m do
+    local c, d = s_byte(p, i), s_byte(p, i + 1)
+    local item
+    if c == 40 then -- "(" or the position capture "()"
+      item = { kind = CAPTURE }
+      if d == 41 then
+        i = i + 2
+      else
+        depth = depth + 1
+        i = i + 1
+      end
+    elseif c == 41 then
+      item = { kind = CAPTURE }
+      depth = depth - 1
+      unbalanced = unbalanced or depth < 0
+      i = i + 1
+    elseif c == 36 and i == m then -- "$" only anchors at the very end
+      item = { kind = END_ANCHOR }
+      i = i + 1
+    elseif c == 37 and d == 98 then -- %bxy
+      if i + 3 > m then
+        item, i = { kind = BROKEN }, m + 1
+      else
+        item = { kind = BALANCE, set = { [s_byte(p, i + 2)] = true }, byte = s_byte(p, i + 2) }
+        i = i + 4
+      end
+    elseif c == 37 and d == 102 then -- %f[set]
+      local j = s_byte(p, i + 2) == 91 and class_end(p, i + 2, m)
+      if j then
+        item = { kind = FRONTIER, set = class_set(s_sub(p, i + 2, j - 1)), weight = j - i - 2 }
+        i = j
+      else
+        item, i = { kind = BROKEN }, m + 1
+      end
+    elseif c == 37 and d and d >= 48 and d <= 57 then -- back reference
+      item = { kind = BACKREF }
+      i = i + 2
+    else
+      local j = class_end(p, i, m)
+      if j then
+        local text, q = s_sub(p, i, j - 1), s_byte(p, j)
+        if q == STAR or q == PLUS or q == LAZY or q == OPTIONAL then
+          j = j + 1
+        else
+          q = nil
+        end
+        item = {
+          kind = SINGLE,
+          text = text,
+          set = class_set(text),
+          quant = q,
+          literal = q == nil and literal_of(text) or nil,
+          -- A set is tested item by item (matchbracketclass).
+          weight = c == 91 and s_len(text) - 2 or 1,
+        }
+        i = j
+      else
+        item, i = { kind = BROKEN }, m + 1 -- the matcher raises when it gets there
+      end
+    end
+    items[#items + 1] = item
+  end
+  return items, unbalanced or depth ~= 0
+end
+
+-- One attempt's cost, from the last item back. For the rest of the pattern after each item:
+-- `poly` its cost, `first` the classes it can start with (at any other character it fails
+-- within `fail` steps), `succeeds` whether it matches from any position, `at_end` whether it
+-- can match the empty string at the end of the subject.
+local function attempt_cost(items)
+  local poly, first, fail, succeeds, at_end = { 1.0 }, {}, 1, true, true
+  for k = #items, 1, -1 do
+    local it = items[k]
+    local kind, w = it.kind, it.weight
+    if kind == SINGLE then
+      local set, q = it.set, it.quant
+      local apart = not succeeds and disjoint(set, first)
+      it.rest_fails_apart = apart -- used by the run skip (stepped calls)
+      if q == nil then
+        poly = p_add(poly, w, 0)
+        first, fail, succeeds, at_end = { set }, w, false, false
+      elseif q == STAR or q == PLUS then
+        -- Count the run ((n+1) tests), then retry the rest from its end backwards.
+        if succeeds then
+          poly = p_add(poly, w, w)
+        elseif apart then
+          poly = p_add(poly, w, w + fail)
+        else
+          poly = p_add(p_mul(poly, 1, 1), w, w)
+        end
+        if q == PLUS then
+          first, fail, succeeds, at_end = { set }, w, false, false
+        else
+          succeeds = succeeds or (set == ALL and at_end)
+          first, fail = union(set, first), w + fail
+        end
+      elseif q == LAZY then
+        -- Try the rest, then one more character, and again.
+        if succeeds then
+          poly = p_add(poly, 1, 0)
+        elseif apart then
+          poly = p_add(poly, w + fail, w + fail)
+        else
+          poly = p_add(p_mul(poly, 1, 1), w, w)
+        end
+        succeeds = succeeds or (set == ALL and at_end)
+        first, fail = union(set, first), w + fail
+      else -- OPTIONAL: with the character, then without
+        if succeeds then
+          poly = p_add(poly, w, 0)
+        elseif apart then
+          poly = p_add(poly, w + fail, 0)
+        else
+          poly = p_add(p_mul(poly, 2, 0), w, 0)
+        end
+        first, fail = union(set, first), w + fail
+      end
+    elseif kind == CAPTURE then
+      poly, fail = p_add(poly, 1, 0), fail + 1
+    elseif kind == FRONTIER then
+      poly = p_add(poly, w, 0)
+      first, fail, succeeds, at_end = union(it.set, first), w + fail, false, false
+    elseif kind == BALANCE then -- scans to the balancing character, no retries
+      poly = p_add(poly, 1, 1)
+      first, fail, succeeds, at_end = { it.set }, 1, false, false
+    elseif kind == BACKREF then -- compares up to n bytes; may match the empty string
+      poly = p_add(poly, 1, 1)
+      first, fail, succeeds, at_end = { ALL }, 1 + fail, false, false
+    elseif kind == END_ANCHOR then
+      poly, first, fail, succeeds, at_end = { 1.0 }, {}, 1, false, true
+    else -- BROKEN: reaching it raises, which ends the call
+      poly, first, fail, succeeds, at_end = { 1.0 }, { ALL }, 1, false, false
+    end
+  end
+  return poly
+end
+
+-- The cost of one C call on a subject of n - 1 bytes, and of one attempt.
+local function one_call_cost(info, n, per_position)
+  local attempt = p_eval(info.poly, n)
+  if info.anchored then
+    return attempt, attempt
+  elseif info.linear then
+    return n * (info.linear + per_position), attempt
+  end
+  return n * (attempt + per_position), attempt
+end
+
+local pattern_cache, pattern_cache_size = { {}, {} }, 0
+
+-- What a pattern call needs to know, cached per pattern (and per anchoring: gmatch reads a
+-- leading "^" as a character).
+local function analyze(p, can_anchor)
+  local cache = pattern_cache[can_anchor and 1 or 2]
+  local info = cache[p]
+  if info then
+    return info
+  end
+  local m = s_len(p)
+  info = { nospecials = not s_find(p, SPECIALS), anchored = can_anchor and s_byte(p, 1) == 94 }
+  local start = info.anchored and 2 or 1
+  if m > MAX_ANALYSED then
+    -- Every quantifier-like character counts as a backtracking item: A(n) = m * n^q.
+    local q = select(2, s_gsub(p, "[%*%+%-%?]", "")) + select(2, s_gsub(p, "%%[b1-9]", ""))
+    local poly = { 0.0 }
+    for k = 2, q do
+      poly[k] = 0.0
+    end
+    poly[q + 1] = m + 0.0
+    info.poly, info.unbalanced = poly, true -- never stepped
+  else
+    local items, unbalanced = parse(p, start, m)
+    info.poly, info.unbalanced = attempt_cost(items), unbalanced
+    local backref, shape_ok, linear, lastq = false, true, 1, nil
+    local first_item -- the first item that is not a capture
+    for k = 1, #items do
+      local it = items[k]
+      local kind = it.kind
+      backref = backref or kind == BACKREF
+      if kind ~= CAPTURE then
+        first_item = first_item or it
+        -- The "fail fast or succeed" shape: unquantified items, then at most one
+        -- quantified single as the last item.
+        if lastq or not (kind == SINGLE or kind == FRONTIER) then
+          shape_ok = false
+        elseif it.quant then
+          lastq = it
+        end
+      end
+      linear = linear + (it.weight or 1)
+    end
+    if shape_ok then
+      info.linear = linear + (lastq and 2 * lastq.weight or 0)
+    end
+    -- Where a match can start: at an occurrence of the literal prefix, of the balance's
+    -- opening character, or of the first item's class.
+    local prefix, k = {}, 1
+    while items[k] and (items[k].kind == CAPTURE or items[k].literal) do
+      if items[k].literal then
+        prefix[#prefix + 1] = BYTE_STRINGS[items[k].literal]
+      end
+      k = k + 1
+    end
+    local after = items[k] -- the first item after the prefix that is not a capture
+    if #prefix > 0 then
+      info.skip, info.skip_plain = t_concat(prefix), true
+      info.skip_cost = #prefix / 100
+    elseif first_item and first_item.kind == BALANCE then
+      info.skip, info.skip_plain, info.skip_cost = BYTE_STRINGS[first_item.byte], true, 0.01
+    elseif
+      first_item
+      and first_item.kind == SINGLE
+      and (first_item.quant == nil or first_item.quant == PLUS)
+      and first_item.set ~= ALL
+    then
+      info.skip, info.skip_plain, info.skip_cost = first_item.text, false, first_item.weight
+    end
+    if not backref and after and after.kind == SINGLE and after.set == ALL then
+      -- `.-` or `.*` right after the prefix tries the rest at every later position: when
+      -- that failed, no later start can match.
+      info.stop = after.quant == STAR or after.quant == LAZY
+    end
+    if
+      not backref
+      and #prefix == 0
+      and after
+      and after.kind == SINGLE
+      and after.quant
+      and after.quant ~= OPTIONAL
+      and after.set ~= ALL
+      and after.rest_fails_apart
+    then
+      -- A quantified first item whose rest cannot start inside its run: an attempt failed
+      -- for every start in the same run, so the next start is after the run.
+      info.run = "^" .. after.text .. "*()"
+    end
+  end
+  info.ap = "^" .. p
+  -- The longest subject (plus one) a single C call may take, so that most calls need no
+  -- evaluation: the cost grows with n.
+  local lo, hi = 0, MAX_PATTERN_COST + 1
+  while lo < hi do
+    local mid = (lo + hi + 1) // 2
+    if one_call_cost(info, mid, FITS_PER_POSITION) <= MAX_PATTERN_COST then
+      lo = mid
+    else
+      hi = mid - 1
+    end
+  end
+  info.fits = lo
+  if pattern_cache_size >= 256 then
+    pattern_cache, pattern_cache_size = { {}, {} }, 0
+    cache = pattern_cache[can_anchor and 1 or 2]
+  end
+  cache[p] = info
+  pattern_cache_size = pattern_cache_size + 1
+  return info
+end
+
+-- Raised from plan/plain_check, called by a wrapper the script called: level 4 is the script.
+local function too_costly(fname, len)
+  error(
+    "string." .. fname .. ": pattern too costly for a subject of " .. len
+      .. " bytes (sandbox limit, see docs/sandbox.md)",
+    4
+  )
+end
+
+-- Subject and pattern as the C functions read them (numbers become strings); nil when the C
+-- function will raise its own argument error.
+local function strings(s, p)
   if type(s) == "number" then
     s = tostring(s)
   end
   if type(p) == "number" then
     p = tostring(p)
   end
-  if type(s) ~= "string" or type(p) ~= "string" then
-    return -- the C function raises its own argument error
+  if type(s) == "string" and type(p) == "string" then
+    return s, p
   end
-  local n, m = s_len(s) + 1, s_len(p)
+end
+
+-- nil when one C call is within the limit; else the cost of one attempt, for a stepped call.
+-- Raises when neither fits. `per_position`: what the function itself adds at each position
+-- of the subject (gsub copies a character or a replacement there).
+local function plan(fname, s, info, per_position)
+  local len = s_len(s)
+  local n = len + 1
   charge(n)
-  local cost
-  if plain then
-    cost = n * m / 100 -- memchr + memcmp: measured ~100x cheaper per step than matching
-  else
-    local info = analyze(p)
-    local q = info[1]
-    if not (can_anchor and info[3]) then
-      q = q + 1
+  if n <= info.fits and per_position <= FITS_PER_POSITION then
+    return nil
+  end
+  local total, attempt = one_call_cost(info, n, per_position)
+  if total <= MAX_PATTERN_COST then
+    return nil
+  end
+  if info.anchored or info.unbalanced or attempt > MAX_PATTERN_COST then
+    too_costly(fname, len)
+  end
+  return attempt
+end
+
+local function plain_check(fname, s, p)
+  local n = s_len(s) + 1
+  charge(n)
+  -- memchr + memcmp: measured ~100x cheaper per byte than the matcher's steps.
+  if n * s_len(p) / 100 > MAX_PATTERN_COST then
+    too_costly(fname, n - 1)
+  end
+end
+
+-- An integer argument as luaL_optinteger reads it; false when the C function would raise.
+local function integer_arg(x, default)
+  if x == nil then
+    return default
+  end
+  local v = tonumber(x)
+  return v and m_tointeger(v) or false
+end
+
+-- lstrlib's posrelatI: a start position in 1..len + 1, or nil past the end.
+local function start_at(init, len)
+  if init == 0 or init < -len then
+    init = 1
+  elseif init < 0 then
+    init = len + init + 1
+  end
+  if init > len + 1 then
+    return nil
+  end
+  return init
+end
+
+-- The first match at or after `pos` whose end differs from `last` (gmatch and gsub do not take
+-- an empty match where the previous one ended), as find's results packed; nil if none.
+local function search(s, info, attempt, pos, last)
+  local len, ap = s_len(s), info.ap
+  local skip, run, stop = info.skip, info.run, info.stop
+  local plain = info.skip_plain
+  if skip and (len + 1) * info.skip_cost > MAX_PATTERN_COST then
+    skip = nil
+  end
+  while pos <= len + 1 do
+    if skip then
+      pos = s_find(s, skip, pos, plain)
+      if pos == nil then
+        return nil
+      end
     end
-    -- Each backtracking item may retry the rest of the pattern (up to m items) at every
-    -- position: n^q * m, doubled per optional item.
-    cost = (n ^ q) * m * (2 ^ info[2])
+    charge(attempt) -- so that the clock is read every few milliseconds of attempts
+    local r = t_pack(s_find(s, ap, pos))
+    if r[1] then
+      if r[2] + 1 ~= last then
+        return r
+      end
+      pos = pos + 1
+    elseif stop then
+      return nil
+    elseif run then
+      pos = s_match(s, run, pos) + 1
+    else
+      pos = pos + 1
+    end
   end
-  if cost > MAX_PATTERN_COST then
-    error(
-      "string." .. fname .. ": pattern too costly for a subject of " .. (n - 1)
-        .. " bytes (sandbox limit, see docs/sandbox.md)",
-      3
-    )
+  return nil
+end
+
+local function stepped_find(s, info, attempt, init, want_match)
+  local pos = start_at(init, s_len(s))
+  local r = pos and search(s, info, attempt, pos, nil)
+  if not r then
+    return nil
   end
+  if not want_match then
+    return t_unpack(r, 1, r.n)
+  elseif r.n == 2 then
+    return s_sub(s, r[1], r[2])
+  end
+  return t_unpack(r, 3, r.n)
+end
+
+local function stepped_gmatch(s, info, attempt, init)
+  local len = s_len(s)
+  local pos, last = start_at(init, len) or len + 2, nil
+  return function()
+    local r = pos <= len + 1 and search(s, info, attempt, pos, last)
+    if not r then
+      pos = len + 2
+      return
+    end
+    pos = r[2] + 1
+    last = pos
+    if r.n == 2 then
+      return s_sub(s, r[1], r[2])
+    end
+    return t_unpack(r, 3, r.n)
+  end
+end
+
+-- gsub's replacement string (lstrlib's add_s): %0 the match, %1-%9 captures, %% a percent.
+-- Errors are raised at the script's call (level 4: add_s, replacement, stepped_gsub, script).
+local function add_s(rs, whole, r)
+  if not s_find(rs, "%", 1, true) then
+    return rs
+  end
+  local parts, np, from = {}, 0, 1
+  while true do
+    local k = s_find(rs, "%", from, true)
+    if not k then
+      break
+    end
+    parts[np + 1] = s_sub(rs, from, k - 1)
+    np = np + 1
+    local d = s_byte(rs, k + 1)
+    local piece
+    if d == 37 then
+      piece = "%"
+    elseif d == 48 then
+      piece = whole
+    elseif d and d >= 49 and d <= 57 then
+      local index, captures = d - 48, r.n - 2
+      if index <= captures then
+        piece = tostring(r[index + 2])
+      elseif index == 1 and captures == 0 then
+        piece = whole
+      else
+        error("invalid capture index %" .. index, 4)
+      end
+    else
+      error("invalid use of '%' in replacement string", 4)
+    end
+    parts[np + 1] = piece
+    np = np + 1
+    from = k + 2
+  end
+  parts[np + 1] = s_sub(rs, from)
+  return t_concat(parts)
+end
+
+-- lstrlib's add_value: the text that replaces one match.
+local function replacement(s, r, repl, tr)
+  local whole = s_sub(s, r[1], r[2])
+  if tr == "string" then
+    local text = add_s(repl, whole, r) -- not a tail call: add_s counts this frame
+    return text
+  end
+  local v
+  if tr == "table" then
+    v = repl[r.n > 2 and r[3] or whole]
+  elseif r.n > 2 then
+    v = repl(t_unpack(r, 3, r.n))
+  else
+    v = repl(whole)
+  end
+  if not v then
+    return whole
+  end
+  local tv = type(v)
+  if tv == "string" then
+    return v
+  elseif tv == "number" then
+    return tostring(v)
+  end
+  error("invalid replacement value (a " .. tv .. ")", 3)
+end
+
+local GSUB_PIECES = 512 -- pieces joined into one chunk of the result at a time
+
+local function stepped_gsub(s, info, attempt, repl, max_n)
+  local len, tr = s_len(s), type(repl)
+  if tr == "number" then
+    repl, tr = tostring(repl), "string"
+  end
+  -- Pieces are joined into chunks as they come, so the pieces never outnumber the result's
+  -- bytes by much (a table entry per match would take more memory than the result).
+  local chunks, nc, pieces, np = {}, 0, {}, 0
+  local pos, copied, last, count = 1, 1, nil, 0
+  while count < max_n do
+    local r = search(s, info, attempt, pos, last)
+    if not r then
+      break
+    end
+    if r[1] > copied then
+      pieces[np + 1] = s_sub(s, copied, r[1] - 1)
+      np = np + 1
+    end
+    pieces[np + 1] = replacement(s, r, repl, tr)
+    np = np + 1
+    if np >= GSUB_PIECES then
+      chunks[nc + 1] = t_concat(pieces, "", 1, np)
+      nc, np = nc + 1, 0
+    end
+    count = count + 1
+    pos = r[2] + 1
+    copied, last = pos, pos
+  end
+  if copied <= len then
+    pieces[np + 1] = s_sub(s, copied, len)
+    np = np + 1
+  end
+  chunks[nc + 1] = t_concat(pieces, "", 1, np)
+  return t_concat(chunks, "", 1, nc + 1), count
 end
 
 local function find(s, p, init, plain)
-  check_pattern("find", s, p, plain, true)
-  return s_find(s, p, init, plain)
+  local ss, pp = s, p
+  if type(s) ~= "string" or type(p) ~= "string" then
+    ss, pp = strings(s, p)
+    if ss == nil then
+      return s_find(s, p, init, plain)
+    end
+  end
+  local info = not plain and analyze(pp, true)
+  if not info or info.nospecials then
+    plain_check("find", ss, pp)
+    return s_find(s, p, init, plain)
+  end
+  local attempt = plan("find", ss, info, 0)
+  local start = integer_arg(init, 1)
+  if attempt == nil or not start then
+    return s_find(s, p, init, plain) -- (an invalid init raises before any matching)
+  end
+  return stepped_find(ss, info, attempt, start, false)
 end
 
 local function match(s, p, init)
-  check_pattern("match", s, p, false, true)
-  return s_match(s, p, init)
+  local ss, pp = s, p
+  if type(s) ~= "string" or type(p) ~= "string" then
+    ss, pp = strings(s, p)
+    if ss == nil then
+      return s_match(s, p, init)
+    end
+  end
+  local info = analyze(pp, true)
+  local attempt = plan("match", ss, info, 0)
+  local start = integer_arg(init, 1)
+  if attempt == nil or not start then
+    return s_match(s, p, init)
+  end
+  return stepped_find(ss, info, attempt, start, true)
 end
 
 local function gmatch(s, p, init)
-  check_pattern("gmatch", s, p, false, false)
-  return s_gmatch(s, p, init)
+  local ss, pp = s, p
+  if type(s) ~= "string" or type(p) ~= "string" then
+    ss, pp = strings(s, p)
+    if ss == nil then
+      return s_gmatch(s, p, init)
+    end
+  end
+  local info = analyze(pp, false)
+  local attempt = plan("gmatch", ss, info, 0)
+  local start = integer_arg(init, 1)
+  if attempt == nil or not start then
+    return s_gmatch(s, p, init)
+  end
+  return stepped_gmatch(ss, info, attempt, start)
 end
 
 local function gsub(s, p, repl, n)
-  check_pattern("gsub", s, p, false, true)
-  return s_gsub(s, p, repl, n)
+  local ss, pp = s, p
+  if type(s) ~= "string" or type(p) ~= "string" then
+    ss, pp = strings(s, p)
+    if ss == nil then
+      return s_gsub(s, p, repl, n)
+    end
+  end
+  local info = analyze(pp, true)
+  -- Measured 15-25 ns a position (a character or a replacement copied), plus the expansion
+  -- of a replacement string.
+  local expansion = type(repl) == "string" and s_len(repl) or 0
+  local attempt = plan("gsub", ss, info, GSUB_STEPS + expansion)
+  local max_n = integer_arg(n, s_len(ss) + 1)
+  local tr = type(repl)
+  if
+    attempt == nil
+    or not max_n
+    or not (tr == "string" or tr == "number" or tr == "table" or tr == "function")
+  then
+    return s_gsub(s, p, repl, n) -- (invalid arguments raise before any matching)
+  end
+  return stepped_gsub(ss, info, attempt, repl, max_n)
 end
 
 -- One pass over the string in C: charged by its length before the call.

@@ -21,8 +21,10 @@ class Limits:
     - max_depth (32) / max_items (10,000): bounds of every Python <-> Lua conversion (call
       arguments, results, ctx.state, json.encode/decode): nesting depth and total values.
     - max_string_bytes (4 MiB): largest string string.rep may build and json.decode may read.
-    - max_pattern_cost (50,000,000): worst-case step estimate allowed for one Lua pattern call
-      (string.find/match/gmatch/gsub), which no hook can interrupt; see docs/sandbox.md.
+    - max_pattern_cost (30,000,000): matcher steps (3 ns each, at most, measured here) that one
+      C call of string.find/match/gmatch/gsub may take in the worst case, since no hook can
+      interrupt it; a call over it runs as a loop of smaller calls or is refused (see
+      docs/sandbox.md).
     - max_source_bytes (1 MiB): largest script (or chunk passed to load) compiled.
     - max_log_lines (100): log() lines per call; the rest of the call's lines are dropped (one
       line says how many), so a script cannot flood the agent's log.
@@ -34,7 +36,7 @@ class Limits:
     max_depth: int = 32
     max_items: int = 10_000
     max_string_bytes: int = 4 * 1024 * 1024
-    max_pattern_cost: int = 50_000_000
+    max_pattern_cost: int = 30_000_000
     max_source_bytes: int = 1024 * 1024
     max_log_lines: int = 100
 
