@@ -77,7 +77,8 @@ class CandidateEvidence:
     name: str
     revision: int
     counts: Counts  # fleet-wide counts of this revision over the role's agents
-    # The same within the last settings.window_seconds; None: not given, `counts` stands in.
+    # The same over its last window of use: since (its last task - settings.window_seconds),
+    # which for a behavior agents run now is the last window_seconds. None: not given.
     recent_counts: Counts | None = None
     # Distinct agents behind recent_counts (or counts when that is None); None: the judged
     # agents currently running it are counted instead.

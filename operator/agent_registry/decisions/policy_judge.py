@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import TYPE_CHECKING, Literal
 
 from agent_registry.decisions.evidence import Counts
+from agent_registry.decisions.policy_fit import RecordFit
 from agent_registry.decisions.policy_model import (
+    CHANGE_Z,
     FLAT,
     Components,
     Normal,
+    Pair,
     Posterior,
     agent_posterior,
     between_variance,
+    change_z,
+    changed,
     effect,
     expit,
     interaction_variance,
@@ -27,13 +33,72 @@ if TYPE_CHECKING:
 _STANDARD = NormalDist()
 
 
+def _minus(total: Counts, part: Counts) -> Counts | None:
+    left = total.tasks - part.tasks
+    wins = total.successes - part.successes
+    if left < 0 or wins < 0 or wins > left:
+        return None  # inconsistent inputs (counts read at different moments)
+    return Counts(left, wins)
+
+
+def _recent_if_changed(whole: Counts, recent: Counts | None, min_tasks: int) -> bool:
+    if recent is None:
+        return False
+    before = _minus(whole, recent)
+    return before is not None and changed(before, recent, min_tasks)
+
+
 def judged_cell(agent: AgentEvidence, min_tasks: int) -> Counts:
-    """What the agent is judged on: its recent window when that holds enough tasks (a
-    degraded behavior shows there first), else its whole current assignment."""
-    recent = agent.recent_counts
-    if recent is not None and recent.tasks >= min_tasks:
-        return recent
+    """What the agent is judged on: its whole current assignment, or only its recent window
+    when that window differs from the tasks before it (the script, or the world, changed)."""
+    if _recent_if_changed(agent.current_counts, agent.recent_counts, min_tasks):
+        assert agent.recent_counts is not None
+        return agent.recent_counts
     return agent.current_counts
+
+
+def _changed_behaviors(agents: Sequence[AgentEvidence], min_tasks: int) -> frozenset[str]:
+    """Behaviors whose runners do differently in their window than each did before it: the
+    window's successes against what each runner's own earlier rate predicts, summed over
+    the runners. Comparing the same agents matters: the fleet's recent counts against its
+    all-time ones also differ when agents come and go (those a behavior does not suit leave
+    it), and pooled counts of runners with different shares of old and new tasks differ by
+    composition alone; neither is a change of the behavior."""
+    observed: dict[str, float] = {}
+    expected: dict[str, float] = {}
+    variance: dict[str, float] = {}
+    for a in agents:
+        recent = a.recent_counts
+        if recent is None or recent.tasks == 0:
+            continue
+        older = _minus(a.current_counts, recent)
+        if older is None or older.tasks < min_tasks:
+            continue
+        # The +1/2 keeps a runner with no earlier failure (or success) from having no variance.
+        p = (older.successes + 0.5) / (older.tasks + 1.0)
+        n = recent.tasks
+        name = a.current
+        observed[name] = observed.get(name, 0.0) + recent.successes
+        expected[name] = expected.get(name, 0.0) + n * p
+        # Binomial noise of the window, plus the uncertainty of the earlier rate itself.
+        variance[name] = variance.get(name, 0.0) + n * p * (1 - p) * (1 + n / older.tasks)
+    return frozenset(
+        name
+        for name, v in variance.items()
+        if abs(observed[name] - expected[name]) >= CHANGE_Z * math.sqrt(v)
+    )
+
+
+def _degraded_when_last_run(candidate: CandidateEvidence, min_tasks: int) -> bool:
+    """For a behavior no judged agent runs, whether its last window of use (what
+    recent_counts holds for it) was worse than the tasks before it. Only worse counts: the
+    last agents to leave a behavior are the ones it suited best (the policy moves the clearest
+    cases first), so a better last window is no evidence the behavior improved."""
+    recent = candidate.recent_counts
+    if recent is None:
+        return False
+    before = _minus(candidate.counts, recent)
+    return before is not None and change_z(before, recent, min_tasks) <= -CHANGE_Z
 
 
 @dataclass(frozen=True)
@@ -48,21 +113,18 @@ class Pool:
     eligible: bool  # a candidate with enough current evidence to switch to
 
 
-def _without(pool: Pool, own: Counts) -> tuple[Counts, int]:
-    left = pool.counts.tasks - own.tasks
-    wins = pool.counts.successes - own.successes
-    if left < 0 or wins < 0 or wins > left:
-        return pool.counts, pool.agents  # inconsistent inputs: keep the pool as given
-    return Counts(left, wins), max(0, pool.agents - 1)
-
-
 @dataclass(frozen=True)
 class Fleet:
     pools: Mapping[str, Pool]
-    effects: Mapping[str, Normal]
+    effects: Mapping[str, Normal]  # from the pools: current evidence
     components: Components
     candidates: tuple[str, ...]
     min_tasks: int
+    record: RecordFit  # from every judged agent's cells: current and history
+    slots: Mapping[str, int]  # agent -> its row in `record`
+    # Behaviors whose current runners do differently in the window than before it: every
+    # record of them is from before the change, so none is used.
+    changed: frozenset[str]
 
     @staticmethod
     def build(
@@ -72,14 +134,19 @@ class Fleet:
         running: dict[str, list[Counts]] = {}
         for a in agents:
             running.setdefault(a.current, []).append(cells[a.agent])
+        changed_now = set(_changed_behaviors(agents, min_tasks))
         pools: dict[str, Pool] = {}
         for c in candidates:
-            counts = c.recent_counts if c.recent_counts is not None else c.counts
+            if c.name not in running and _degraded_when_last_run(c, min_tasks):
+                changed_now.add(c.name)
+            recent = c.name in changed_now and c.recent_counts is not None
+            counts = c.recent_counts if recent and c.recent_counts is not None else c.counts
             k = c.agents if c.agents is not None else len(running.get(c.name, ()))
             # Counts without a known runner still come from at least one agent.
             k = max(k, 1) if counts.tasks else 0
-            holds: Literal["recent", "all"] = "all" if c.recent_counts is None else "recent"
-            pools[c.name] = Pool(counts, k, holds, counts.tasks >= min_tasks)
+            pools[c.name] = Pool(
+                counts, k, "recent" if recent else "all", counts.tasks >= min_tasks
+            )
         for name, own in running.items():
             if name not in pools:
                 pools[name] = Pool(Counts.total(own), len(own), "cells", False)
@@ -91,23 +158,55 @@ class Fleet:
         pairs = []
         for a in agents:
             cell = cells[a.agent]
-            if cell.tasks < min_tasks:
+            now = effects[a.current]
+            if cell.tasks < min_tasks or now.variance >= FLAT:
                 continue
-            for name, past in a.history.items():
+            for name, past in sorted(a.history.items()):
                 if name == a.current or past.tasks < min_tasks or name not in effects:
                     continue
-                if effects[name].variance >= FLAT or effects[a.current].variance >= FLAT:
+                if name in changed_now:
                     continue
-                y_c, y_b = log_odds(cell), log_odds(past)
-                e_c, e_b = effects[a.current], effects[name]
+                before = effects[name]
+                if before.variance >= FLAT:
+                    continue
+                y_before, y_now = log_odds(past), log_odds(cell)
                 pairs.append(
-                    Normal(
-                        (y_c.mean - y_b.mean) - (e_c.mean - e_b.mean),
-                        y_c.variance + y_b.variance + e_c.variance + e_b.variance,
+                    Pair(
+                        before=y_before.mean - before.mean,
+                        now=y_now.mean - now.mean,
+                        noise=y_before.variance + before.variance,
                     )
                 )
         components = Components(between, interaction_variance(between, pairs))
-        return Fleet(pools, effects, components, tuple(c.name for c in candidates), min_tasks)
+        records = [
+            {
+                a.current: log_odds(cells[a.agent]),
+                **{
+                    name: log_odds(past)
+                    for name, past in sorted(a.history.items())
+                    # A behavior whose fleet rate just changed: records of it are from before.
+                    if name != a.current and past.tasks > 0 and name not in changed_now
+                },
+            }
+            for a in agents
+        ]
+        return Fleet(
+            pools,
+            effects,
+            components,
+            tuple(c.name for c in candidates),
+            min_tasks,
+            RecordFit.build(records, components),
+            {a.agent: i for i, a in enumerate(agents)},
+            frozenset(changed_now),
+        )
+
+    def record_effects_for(self, agent: AgentEvidence) -> dict[str, Normal]:
+        """Effects from everyone's record but this agent's; a candidate no judged agent
+        ever ran keeps its pooled fleet effect."""
+        effects = dict(self.effects)
+        effects.update(self.record.effects(without=self.slots[agent.agent]))
+        return effects
 
     def effects_for(self, agent: AgentEvidence, cell: Counts) -> dict[str, Normal]:
         effects = dict(self.effects)
@@ -118,7 +217,11 @@ class Fleet:
             own = agent.current_counts
         else:
             own = agent.recent_counts or Counts()
-        counts, k = _without(pool, own)
+        rest = _minus(pool.counts, own)
+        if rest is None:
+            counts, k = pool.counts, pool.agents
+        else:
+            counts, k = rest, max(0, pool.agents - 1)
         effects[agent.current] = effect(counts, k, self.components.between)
         return effects
 
@@ -150,14 +253,15 @@ def judge(agent: AgentEvidence, fleet: Fleet, confidence: float) -> Verdict | No
     now_only = agent_posterior(
         {name: effects[name] for name in (current, *targets)}, own, fleet.components
     )
+    recorded = fleet.record_effects_for(agent)
     past = {
         name: log_odds(counts)
         for name, counts in sorted(agent.history.items())
-        if name != current and counts.tasks > 0 and name in effects
+        if name != current and counts.tasks > 0 and name in recorded and name not in fleet.changed
     }
     keys = dict.fromkeys((current, *targets, *past))
     with_history = agent_posterior(
-        {name: effects[name] for name in keys}, {**own, **past}, fleet.components
+        {name: recorded[name] for name in keys}, {**own, **past}, fleet.components
     )
     needed = _STANDARD.inv_cdf(confidence)
     best: tuple[float, str, float, Posterior] | None = None

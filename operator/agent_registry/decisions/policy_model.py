@@ -17,7 +17,7 @@ from being read as "better for this agent" with more confidence than the fleet c
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from agent_registry.decisions.evidence import Counts
@@ -40,6 +40,12 @@ PAIRS_PRIOR = 10.0
 # floor is what stops a tie from being "won" by repeated looks at ever larger fleets.
 INTERACTION_FLOOR = 0.01
 SKILL_FLOOR = 1.0e-6
+# A recent window replaces the whole record only when the two differ by this many standard
+# errors. Judging on a sliding window at every look would chase its noise (a window that
+# happens to look bad triggers the switch, and the older tasks that would have contradicted
+# it are not counted), which roughly triples the harmful switches near the threshold; at 3
+# a stationary agent trips it about once in 370 looks, a 0.3 drop within about 100 tasks.
+CHANGE_Z = 3.0
 
 
 @dataclass(frozen=True)
@@ -102,18 +108,52 @@ def between_variance(groups: Iterable[list[Normal]]) -> float:
     return max(BETWEEN_FLOOR, estimate)
 
 
-def interaction_variance(between: float, pair_residuals: Iterable[Normal]) -> float:
-    """From agents seen on two behaviors: their difference beyond the two effects has
-    variance 2 * interaction + noise. Agents are switched because they did badly, so those
-    residuals run large, which errs toward more interaction (fewer switches), not fewer."""
-    total = 0.0
-    n = 0
-    for r in pair_residuals:
-        total += (r.mean * r.mean - r.variance) / 2.0
-        n += 1
-    prior = INTERACTION_SHARE_PRIOR * between
-    estimate = (total + PAIRS_PRIOR * prior) / (n + PAIRS_PRIOR)
-    return min(between, max(INTERACTION_FLOOR, estimate))
+@dataclass(frozen=True)
+class Pair:
+    """An agent seen on two behaviors: its residuals (log-odds minus the behavior's effect)
+    on the one it ran before and on the one it runs now."""
+
+    before: float
+    now: float
+    noise: float  # sampling and effect variance of `before`
+
+
+def interaction_variance(between: float, pairs: Sequence[Pair]) -> float:
+    """How much of the agents' spread is interaction, from agents seen on two behaviors.
+
+    The part of an agent's residual that is skill follows it to the next behavior, so the
+    slope of `now` on `before` is skill / (between + noise). A regression slope stays
+    unbiased when the sample is selected on the regressor, and the policy selects agents on
+    exactly that (it moves those who did badly before): a moment estimate of the pairs'
+    differences would not be (moved agents' differences run large), and would call skill
+    interaction, which is what sends weak agents chasing fleet averages.
+    """
+    prior_slope = 1.0 - INTERACTION_SHARE_PRIOR
+    prior_weight = PAIRS_PRIOR * between
+    sxx = sxy = noise = 0.0
+    if len(pairs) >= 2:
+        mean_before = sum(p.before for p in pairs) / len(pairs)
+        mean_now = sum(p.now for p in pairs) / len(pairs)
+        sxx = sum((p.before - mean_before) ** 2 for p in pairs)
+        sxy = sum((p.before - mean_before) * (p.now - mean_now) for p in pairs)
+        noise = sum(p.noise for p in pairs) / len(pairs)
+    slope = min(1.0, max(0.0, (sxy + prior_weight * prior_slope) / (sxx + prior_weight)))
+    skill = slope * (between + noise)
+    return min(between, max(INTERACTION_FLOOR, between - skill))
+
+
+def change_z(before: Counts, recent: Counts, min_tasks: int) -> float:
+    """How many standard errors the recent rate lies above the earlier one (0 when either
+    side has fewer than min_tasks)."""
+    if before.tasks < min_tasks or recent.tasks < min_tasks:
+        return 0.0
+    a, b = log_odds(before), log_odds(recent)
+    return (b.mean - a.mean) / math.sqrt(a.variance + b.variance)
+
+
+def changed(before: Counts, recent: Counts, min_tasks: int) -> bool:
+    """Whether the recent rate differs from the earlier one by CHANGE_Z standard errors."""
+    return abs(change_z(before, recent, min_tasks)) >= CHANGE_Z
 
 
 @dataclass(frozen=True)
@@ -178,9 +218,12 @@ __all__ = [
     "FLAT",
     "Components",
     "Normal",
+    "Pair",
     "Posterior",
     "agent_posterior",
     "between_variance",
+    "change_z",
+    "changed",
     "effect",
     "expit",
     "interaction_variance",
