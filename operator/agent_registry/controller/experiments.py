@@ -48,6 +48,7 @@ from agent_registry.controller.indexes import (
 )
 from agent_registry.controller.policies import states_in
 from agent_registry.controller.retrying import retry_on_outage
+from agent_registry.controller.rollouts import serving
 from agent_registry.controller.status import status_patch
 from agent_registry.decisions.allocation import thompson_weights
 from agent_registry.decisions.arbiter import Grant, Revision, ScriptShare
@@ -57,6 +58,7 @@ from agent_registry.decisions.experiment_analysis import (
     ExperimentVerdict,
     analyze_experiment,
 )
+from agent_registry.registry import BehaviorRecord
 from agent_registry.resources.experiment import (
     KIND,
     MAX_PARTICIPANTS,
@@ -911,11 +913,7 @@ async def gather_inputs(
     }
     behaviors = {
         name: BehaviorInfo(
-            name,
-            info.role,
-            Revision(name, records[name].revision, records[name].script_sha256)
-            if name in records
-            else None,
+            name, info.role, _served(indexes.behavior_states, experiment, records.get(name), name)
         )
         for name, info in declared.items()
     }
@@ -935,6 +933,25 @@ async def gather_inputs(
                 agent = row.agent_id.partition("/")[2]
                 stats[(agent, row.script_sha256)] = Counts(row.tasks, row.successes)
     return Inputs(experiment, now, agents, behaviors, stats, claimed)
+
+
+def _served(
+    behavior_states: IndexMap,
+    experiment: ObjectState,
+    record: BehaviorRecord | None,
+    name: str,
+) -> Revision | None:
+    """What an arm freezes: the revision the behavior's agents run outside any rollout step
+    (a canary in progress is not the arm; its promotion is a new revision), else the
+    registry's newest valid one."""
+    if record is None or record.deleted_at is not None:
+        return None
+    state = one(behavior_states, (experiment.namespace, name))
+    if isinstance(state, ObjectState):
+        plan = serving(name, state.spec, state.status)
+        if plan.served is not None:
+            return Revision(name, plan.served.revision, plan.served.sha256)
+    return Revision(name, record.revision, record.script_sha256)
 
 
 @retry_on_outage
