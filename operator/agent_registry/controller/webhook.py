@@ -20,9 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from agent_registry.controller.behaviors import sandbox_limits
+from agent_registry.controller.behaviors import SAMPLE_TASK_HINT, validate_spec
 from agent_registry.controller.status import describe_lua_error
-from agent_registry.lua import validate_script
 
 WEBHOOK_CONFIGURATION = "agent-registry.agents.singularity.dev"
 
@@ -93,9 +92,11 @@ def rejection_message(error: str | None, line: int | None) -> str:
     return f"spec.lua.script is not a valid behavior: {describe_lua_error(error, line)}"
 
 
-def validate_behavior(spec: Mapping[str, Any], **_: Any) -> None:
-    """Admission: refuse a script that would be marked Valid=False."""
-    script = str((spec.get("lua") or {}).get("script") or "")
-    result = validate_script(script, sandbox_limits(spec.get("limits")))
+def validate_behavior(spec: Mapping[str, Any], warnings: list[str], **_: Any) -> None:
+    """Admission: refuse a script that would be marked Valid=False. What would make it
+    Valid=True with warnings is admitted with them as admission warnings (kubectl prints
+    them)."""
+    result = validate_spec(spec)
     if not result.ok:
         raise kopf.AdmissionError(rejection_message(result.error, result.line), code=422)
+    warnings.extend(f"spec.lua.script: {w} ({SAMPLE_TASK_HINT})" for w in result.warnings)

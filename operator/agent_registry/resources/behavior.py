@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -39,6 +39,16 @@ class LuaSource(ResourceModel):
             "on_reload(previous_state). A change makes a new revision and hot-reloads every "
             "agent using this behavior (or starts a canary rollout: spec.rollout)."
         ),
+    )
+    sample_task: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            "A task as this behavior's agents receive it (any JSON object). Admission makes "
+            "one dry call on_task(sampleTask, ctx) and refuses the script when it fails. "
+            "Without it the dry call uses an invented task {id, kind, difficulty}, and its "
+            "failure is only a warning: a script may read fields that task lacks."
+        ),
+        json_schema_extra={"type": "object", "x-kubernetes-preserve-unknown-fields": True},
     )
 
 
@@ -335,7 +345,8 @@ class AgentBehaviorStatus(ResourceModel):
     conditions: list[Condition] | None = Field(
         default=None,
         description=(
-            "Valid (the script compiled and survived a dry run), Ready, Degraded (True when "
+            "Valid (the script loads; reason ValidWithWarnings when its dry call failed on "
+            "the invented task, see spec.lua.sampleTask), Ready, Degraded (True when "
             "a rollout was aborted: Git declares a script no agent runs), and kstatus' "
             "Reconciling (a rollout in progress) and Stalled."
         ),
