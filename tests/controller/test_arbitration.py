@@ -29,7 +29,7 @@ def agent_body(annotations: dict[str, str] | None = None, **spec: Any) -> dict[s
             "uid": "u",
             "annotations": {
                 "kopf.zalando.org/last-handled-configuration": "{}",
-                "agents.singularity.dev/reconcile": "{}",
+                "kopf.agents.singularity.dev/reconcile": "{}",
                 **(annotations or {}),
             },
             "labels": {"team": "a"},

@@ -29,7 +29,10 @@ from agent_registry.resources.common import GROUP, VERSION
 
 logger = logging.getLogger(__name__)
 
-PREFIX = GROUP  # annotations and finalizer live under our own group, not kopf.zalando.org
+# kopf's own annotations under a subdomain of our group, not the group itself: kopf leaves
+# every annotation under its storage prefix out of the diff it reacts to, so with the bare
+# group the users' `agents.singularity.dev/pin` annotation would never trigger a handler.
+PREFIX = f"kopf.{GROUP}"
 FINALIZER = f"{GROUP}/registry"
 
 
@@ -39,7 +42,7 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig, **webhook
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=PREFIX, key="last-handled-configuration"
     )
-    settings.persistence.finalizer = FINALIZER
+    settings.persistence.finalizer = FINALIZER  # the finalizer keeps the bare group
     # Only the Events we post on purpose, not one per log line.
     settings.posting.level = logging.WARNING
     # Resources are known at startup (CRDs installed first): no CRD/namespace watch, less RBAC.
