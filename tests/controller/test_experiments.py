@@ -279,6 +279,17 @@ def test_the_webhook_refuses_another_role_and_a_missing_behavior() -> None:
     assert declared_behaviors(index, "other-ns", ["steady"])["steady"].role is None
 
 
+def test_the_webhook_lets_metadata_patches_through_when_a_behavior_went_away() -> None:
+    # hasty was deleted after the experiment was admitted: removing the finalizer or the
+    # abort annotation must not be refused, a spec edit still is.
+    spec = experiment_state().spec
+    gone = behavior_index(steady=ROLE)
+    validate_experiment(spec, "ns", gone, operation="UPDATE", old={"spec": dict(spec)})
+    edited = {**spec, "minTasksPerArm": 5}
+    with pytest.raises(kopf.AdmissionError, match="no AgentBehavior hasty"):
+        validate_experiment(edited, "ns", gone, operation="UPDATE", old={"spec": dict(spec)})
+
+
 # --- who takes part -----------------------------------------------------------------
 
 
