@@ -12,8 +12,9 @@ group; its `current_*` counters (the open assignment's) only the groups of
 concurrent assign_behavior (which changes current_sha256 under the same lock) cannot make a
 batch count for the wrong assignment.
 
-Lock order: the agent row first, then the script rows, in every writer (assign_behavior
-too), so no two writers wait on each other crosswise.
+Lock order: the agent row first, then the script rows in sha256 order, in every writer
+(assign_behavior and allow_scripts too; an upsert locks the rows it conflicts with even when
+it changes nothing), so no two writers wait on each other crosswise.
 
 PostgreSQL: one statement in autocommit mode, so the row locks are held only while the
 server runs it and commits, never across a client round trip (as in pgbench's hot-row
@@ -134,6 +135,7 @@ _PER_SCRIPT = f"""per_script AS (
         FROM agent, {_GROUPS}
         GROUP BY 1
     ) AS t
+    ORDER BY t.sha COLLATE "C"
     ON CONFLICT (agent_id, script_sha256) DO UPDATE SET
         tasks = s.tasks + EXCLUDED.tasks,
         successes = s.successes + EXCLUDED.successes,
