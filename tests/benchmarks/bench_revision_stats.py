@@ -1,0 +1,226 @@
+"""Per-revision aggregates benchmark (standalone script, run by `make bench`; not collected).
+
+Starts its own throwaway PostgreSQL, fills it with AGENTS agents (10 namespaces, 5 roles),
+each with an open assignment of revision 3 of one behavior and a script row for each of its
+3 revisions (agent_revision_stats: AGENTS x 3 rows), then measures, in the same run, the
+latency seen by a caller of RegistryService (query, transfer and records):
+- `revision_stats` for a role (1/5 of the agents), a namespace (1/10) and the behavior (all);
+- `agent_revision_stats` for a namespace (AGENTS x 3 / 10 records);
+- `list_underperforming_agents` (the current query; 1% of the agents are flagged),
+as p50 / p99 over --runs calls each, after one warm-up call.
+
+Usage: python tests/benchmarks/bench_revision_stats.py [--agents 100000] [--runs 50]
+       [--write-docs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from fixtures.pgserver import FAST_SETTINGS, PostgresServer, find_bin_dir  # noqa: E402
+
+DOC = ROOT / "docs" / "benchmarks.md"
+SECTION = "## Per-revision aggregates (`tests/benchmarks/bench_revision_stats.py`)"
+NAMESPACES = 10
+ROLES = 5
+BEHAVIOR = "00000000-0000-0000-0000-0000000000b1"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def sha(revision: int) -> str:
+    return f"{revision:x}" * 64
+
+
+# Set-based inserts: the registry's own calls would take an hour for this many agents, and
+# the queries measured only read the rows.
+FILL = [
+    f"""INSERT INTO agent_behaviors (id, namespace, name, role_type, lua_script, script_sha256,
+        revision, inserted_at, updated_at)
+    VALUES ('{BEHAVIOR}', 'ns-0', 'bench', 'role-0', '', '{sha(3)}', 3, now(), now())""",
+    f"""INSERT INTO agent_behavior_revisions (behavior_id, revision, lua_script, script_sha256,
+        inserted_at)
+    SELECT '{BEHAVIOR}', r, '', repeat(to_hex(r), 64), now() FROM generate_series(1, 3) r""",
+    # Every 100th agent fails half its tasks on the current script: 1% underperformers.
+    f"""INSERT INTO agent_registry (id, agent_id, agent_role, status, behavior_id,
+        behavior_assigned_at, current_sha256, tasks_completed, successes, timed_tasks,
+        total_response_time_ms, current_tasks_completed, current_successes,
+        current_timed_tasks, current_total_response_time_ms, inserted_at, updated_at)
+    SELECT gen_random_uuid(), 'ns-' || (i % {NAMESPACES}) || '/agent-' || i,
+        'role-' || (i % {ROLES}), 'active', '{BEHAVIOR}', now(), '{sha(3)}',
+        300 + i % 97, 290 + i % 97, 300 + i % 97, 3000.0,
+        20 + i % 31, CASE WHEN i % 100 = 0 THEN 10 ELSE 20 + i % 31 END, 20 + i % 31, 200.0,
+        now(), now()
+    FROM generate_series(1, %(agents)s) i""",
+    f"""INSERT INTO agent_behavior_assignments (id, agent_id, behavior_id, behavior_revision,
+        script_sha256, assigned_at, assigned_by, reason, source)
+    SELECT gen_random_uuid(), agent_id, '{BEHAVIOR}', 3, '{sha(3)}', now(), 'bench', 'spec',
+        'Spec'
+    FROM agent_registry""",
+    f"""INSERT INTO agent_revision_stats (agent_id, script_sha256, behavior_id, revision, tasks,
+        successes, timed_tasks, total_response_time_ms, first_task_at, last_task_at,
+        delivered_at)
+    SELECT a.agent_id, repeat(to_hex(r), 64), '{BEHAVIOR}', r, 100 + r, 90 + r, 100 + r,
+        1000.0, now() - interval '1 day', now(), now() - interval '2 days'
+    FROM agent_registry a, generate_series(1, 3) r""",
+    "VACUUM ANALYZE",
+]
+
+
+def fill(server: PostgresServer, agents: int) -> None:
+    import psycopg
+
+    with psycopg.connect(server.conninfo("registry"), autocommit=True) as conn:
+        for sql in FILL:
+            conn.execute(sql.replace("%(agents)s", str(agents)).encode())
+
+
+async def timings(call: Callable[[], Awaitable[Any]], runs: int) -> tuple[float, float, int]:
+    """p50 and p99 in ms, and how many items one call returned."""
+    items = len(await call())  # warm-up: connection, statement caches
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        await call()
+        samples.append((time.perf_counter() - started) * 1000)
+    samples.sort()
+    p99 = samples[min(len(samples) - 1, round(0.99 * (len(samples) - 1)))]
+    return statistics.median(samples), p99, items
+
+
+async def measure(url: str, runs: int, agents: int) -> list[tuple[str, float, float, int]]:
+    import uuid
+
+    from agent_registry.registry import RegistryService
+
+    registry = RegistryService.from_url(url)
+    behavior = uuid.UUID(BEHAVIOR)
+    calls: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
+        ("`revision_stats(role=...)`", lambda: registry.revision_stats(role="role-1")),
+        ("`revision_stats(namespace=...)`", lambda: registry.revision_stats(namespace="ns-1")),
+        (
+            "`revision_stats(behavior_id=...)`",
+            lambda: registry.revision_stats(behavior_id=behavior),
+        ),
+        (
+            "`agent_revision_stats(namespace=...)`",
+            lambda: registry.agent_revision_stats(namespace="ns-1"),
+        ),
+        (
+            "`list_underperforming_agents(0.7, min_tasks=10)`",
+            lambda: registry.list_underperforming_agents(0.7, min_tasks=10),
+        ),
+    ]
+    rows = []
+    try:
+        for name, call in calls:
+            p50, p99, items = await timings(call, runs)
+            rows.append((name, p50, p99, items))
+            print(f"{name}: p50 {p50:.1f} ms, p99 {p99:.1f} ms, {items} items", flush=True)
+        check = await registry.revision_stats(behavior_id=behavior)
+        if [(r.revision, r.agents, r.tasks) for r in check] != [
+            (r, agents, agents * (100 + r)) for r in (1, 2, 3)
+        ]:
+            raise AssertionError(f"unexpected aggregate: {check}")
+    finally:
+        await registry.close()
+    return rows
+
+
+def render(rows: list[tuple[str, float, float, int]], agents: int, runs: int) -> str:
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"Machine: `nproc` = {os.cpu_count()}, {cpu_model()}, {platform.system()}"
+        f" {platform.release()}; PostgreSQL {find_bin_dir().parent.name}, Python"
+        f" {platform.python_version()}; run {now}, load average"
+        f" {os.getloadavg()[0]:.1f} at the end; {agents:,} agents x 3 revisions"
+        f" ({3 * agents:,} script rows); {runs} calls each.",
+        "",
+        "| call | items returned | p50 ms | p99 ms |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [f"| {name} | {items:,} | {p50:.1f} | {p99:.1f} |" for name, p50, p99, items in rows]
+    return "\n".join(lines)
+
+
+DOC_INTRO = """
+Run: `python tests/benchmarks/bench_revision_stats.py --write-docs`. A throwaway PostgreSQL
+(fsync off; these are reads) holds 100,000 agents in 10 namespaces and 5 roles, each with
+an open assignment of revision 3 of one behavior and a row in `agent_revision_stats` for
+each of the behavior's 3 revisions. Latency is what a `RegistryService` caller sees (query,
+transfer, records), p50 / p99 over 50 calls after one warm-up, all in the same run; the
+underperformers query (the status loop's judgement, unchanged) is the reference.
+"""
+
+DOC_NOTES = """
+Each `revision_stats` is one `GROUP BY (behavior_id, revision, script_sha256)` over the
+script rows: for a behavior, the `(behavior_id, revision)` index; for a role, a join with
+the agent rows through `agent_registry_role_index`; for a namespace, a prefix of
+`agent_id` on the script rows themselves (no join). The index holds no counters
+(no `INCLUDE`): a counter changed by every batch in an index would rule out HOT updates on
+the ingestion path, which matters more than index-only scans here.
+"""
+
+
+def write_section(report: str) -> None:
+    text = DOC.read_text()
+    body = "\n" + DOC_INTRO + "\n" + report + "\n" + DOC_NOTES
+    if SECTION not in text:
+        DOC.write_text(text.rstrip("\n") + "\n\n" + SECTION + "\n" + body)
+        return
+    start = text.index(SECTION) + len(SECTION)
+    end = text.find("\n## ", start)
+    end = len(text) if end == -1 else end
+    DOC.write_text(text[:start] + "\n" + body + text[end:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--agents", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--write-docs", action="store_true", help=f"update {DOC.name}")
+    args = parser.parse_args()
+
+    from agent_registry.registry import migrate
+
+    server = PostgresServer(settings=dict(FAST_SETTINGS))
+    try:
+        server.start()
+        server.create_database("registry")
+        url = server.socket_url_for("registry")
+        migrate(url)
+        started = time.perf_counter()
+        fill(server, args.agents)
+        print(f"filled in {time.perf_counter() - started:.1f} s", flush=True)
+        rows = asyncio.run(measure(url, args.runs, args.agents))
+    finally:
+        server.destroy()
+    report = render(rows, args.agents, args.runs)
+    print(report)
+    if args.write_docs:
+        write_section(report)
+
+
+if __name__ == "__main__":
+    main()
