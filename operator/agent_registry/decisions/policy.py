@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 
 from agent_registry.decisions.evidence import Counts
 from agent_registry.decisions.policy_beta import jeffreys_interval
-from agent_registry.decisions.policy_judge import Fleet, Verdict, judge
+from agent_registry.decisions.policy_fleet import Fleet
+from agent_registry.decisions.policy_judge import Verdict, judge
 
 
 @dataclass(frozen=True)

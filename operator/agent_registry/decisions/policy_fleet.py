@@ -1,0 +1,225 @@
+"""What the whole fleet says, for BehaviorPolicy: pooled effects from current evidence,
+the record fit from every agent's history, the variance components, and which behaviors
+changed recently (whose old records no longer count)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from agent_registry.decisions.evidence import Counts
+from agent_registry.decisions.policy_fit import RecordFit
+from agent_registry.decisions.policy_model import (
+    CHANGE_Z,
+    FLAT,
+    Components,
+    Normal,
+    Pair,
+    between_variance,
+    change_z,
+    changed,
+    effect,
+    interaction_variance,
+    log_odds,
+)
+
+if TYPE_CHECKING:
+    from agent_registry.decisions.policy import AgentEvidence, CandidateEvidence
+
+
+def _minus(total: Counts, part: Counts) -> Counts | None:
+    left = total.tasks - part.tasks
+    wins = total.successes - part.successes
+    if left < 0 or wins < 0 or wins > left:
+        return None  # inconsistent inputs (counts read at different moments)
+    return Counts(left, wins)
+
+
+def _recent_if_changed(whole: Counts, recent: Counts | None, min_tasks: int) -> bool:
+    if recent is None:
+        return False
+    before = _minus(whole, recent)
+    return before is not None and changed(before, recent, min_tasks)
+
+
+def judged_cell(agent: AgentEvidence, min_tasks: int) -> Counts:
+    """What the agent is judged on: its whole current assignment, or only its recent window
+    when that window differs from the tasks before it (the script, or the world, changed)."""
+    if _recent_if_changed(agent.current_counts, agent.recent_counts, min_tasks):
+        assert agent.recent_counts is not None
+        return agent.recent_counts
+    return agent.current_counts
+
+
+def _changed_behaviors(agents: Sequence[AgentEvidence], min_tasks: int) -> frozenset[str]:
+    """Behaviors whose runners do differently in their window than each did before it: the
+    window's successes against what each runner's own earlier rate predicts, summed over
+    the runners. Comparing the same agents matters: the fleet's recent counts against its
+    all-time ones also differ when agents come and go (those a behavior does not suit leave
+    it), and pooled counts of runners with different shares of old and new tasks differ by
+    composition alone; neither is a change of the behavior."""
+    observed: dict[str, float] = {}
+    expected: dict[str, float] = {}
+    variance: dict[str, float] = {}
+    for a in agents:
+        recent = a.recent_counts
+        if recent is None or recent.tasks == 0:
+            continue
+        older = _minus(a.current_counts, recent)
+        if older is None or older.tasks < min_tasks:
+            continue
+        # The +1/2 keeps a runner with no earlier failure (or success) from having no variance.
+        p = (older.successes + 0.5) / (older.tasks + 1.0)
+        n = recent.tasks
+        name = a.current
+        observed[name] = observed.get(name, 0.0) + recent.successes
+        expected[name] = expected.get(name, 0.0) + n * p
+        # Binomial noise of the window, plus the uncertainty of the earlier rate itself.
+        variance[name] = variance.get(name, 0.0) + n * p * (1 - p) * (1 + n / older.tasks)
+    return frozenset(
+        name
+        for name, v in variance.items()
+        if abs(observed[name] - expected[name]) >= CHANGE_Z * math.sqrt(v)
+    )
+
+
+def _degraded_when_last_run(candidate: CandidateEvidence, min_tasks: int) -> bool:
+    """For a behavior no judged agent runs, whether its last window of use (what
+    recent_counts holds for it) was worse than the tasks before it. Only worse counts: the
+    last agents to leave a behavior are the ones it suited best (the policy moves the clearest
+    cases first), so a better last window is no evidence the behavior improved."""
+    recent = candidate.recent_counts
+    if recent is None:
+        return False
+    before = _minus(candidate.counts, recent)
+    return before is not None and change_z(before, recent, min_tasks) <= -CHANGE_Z
+
+
+@dataclass(frozen=True)
+class Pool:
+    counts: Counts
+    agents: int
+    # Which of an agent's own counts are inside `counts`: "recent" (a candidate's window),
+    # "all" (a candidate's all-time counts hold the whole current assignment) or "cells" (a
+    # pool of judged cells). They are taken out when that agent is judged, so its tasks do not
+    # count twice, as evidence about itself and about the behavior's typical agent.
+    holds: Literal["recent", "all", "cells"]
+    eligible: bool  # a candidate with enough current evidence to switch to
+
+
+@dataclass(frozen=True)
+class Fleet:
+    pools: Mapping[str, Pool]
+    effects: Mapping[str, Normal]  # from the pools: current evidence
+    components: Components
+    candidates: tuple[str, ...]
+    min_tasks: int
+    record: RecordFit  # from every judged agent's cells: current and history
+    slots: Mapping[str, int]  # agent -> its row in `record`
+    # Behaviors whose current runners do differently in the window than before it: every
+    # record of them is from before the change, so none is used.
+    changed: frozenset[str]
+
+    @staticmethod
+    def build(
+        agents: Sequence[AgentEvidence], candidates: Sequence[CandidateEvidence], min_tasks: int
+    ) -> Fleet:
+        cells = {a.agent: judged_cell(a, min_tasks) for a in agents}
+        running: dict[str, list[Counts]] = {}
+        for a in agents:
+            running.setdefault(a.current, []).append(cells[a.agent])
+        changed_now = set(_changed_behaviors(agents, min_tasks))
+        pools: dict[str, Pool] = {}
+        for c in candidates:
+            if c.name not in running and _degraded_when_last_run(c, min_tasks):
+                changed_now.add(c.name)
+            recent = c.name in changed_now and c.recent_counts is not None
+            counts = c.recent_counts if recent and c.recent_counts is not None else c.counts
+            k = c.agents if c.agents is not None else len(running.get(c.name, ()))
+            # Counts without a known runner still come from at least one agent.
+            k = max(k, 1) if counts.tasks else 0
+            pools[c.name] = Pool(
+                counts, k, "recent" if recent else "all", counts.tasks >= min_tasks
+            )
+        for name, own in running.items():
+            if name not in pools:
+                pools[name] = Pool(Counts.total(own), len(own), "cells", False)
+        between = between_variance(
+            [log_odds(c) for c in running_cells if c.tasks >= min_tasks]
+            for running_cells in running.values()
+        )
+        effects = {name: effect(p.counts, p.agents, between) for name, p in pools.items()}
+        pairs = []
+        for a in agents:
+            cell = cells[a.agent]
+            now = effects[a.current]
+            if cell.tasks < min_tasks or now.variance >= FLAT:
+                continue
+            for name, past in sorted(a.history.items()):
+                if name == a.current or past.tasks < min_tasks or name not in effects:
+                    continue
+                if name in changed_now:
+                    continue
+                before = effects[name]
+                if before.variance >= FLAT:
+                    continue
+                y_before, y_now = log_odds(past), log_odds(cell)
+                pairs.append(
+                    Pair(
+                        before=y_before.mean - before.mean,
+                        now=y_now.mean - now.mean,
+                        noise=y_before.variance + before.variance,
+                    )
+                )
+        components = Components(between, interaction_variance(between, pairs))
+        records = [
+            {
+                a.current: log_odds(cells[a.agent]),
+                **{
+                    name: log_odds(past)
+                    for name, past in sorted(a.history.items())
+                    # A behavior whose fleet rate just changed: records of it are from before.
+                    if name != a.current and past.tasks > 0 and name not in changed_now
+                },
+            }
+            for a in agents
+        ]
+        return Fleet(
+            pools,
+            effects,
+            components,
+            tuple(c.name for c in candidates),
+            min_tasks,
+            RecordFit.build(records, components),
+            {a.agent: i for i, a in enumerate(agents)},
+            frozenset(changed_now),
+        )
+
+    def record_effects_for(self, agent: AgentEvidence) -> dict[str, Normal]:
+        """Effects from everyone's record but this agent's; a candidate no judged agent
+        ever ran keeps its pooled fleet effect."""
+        effects = dict(self.effects)
+        effects.update(self.record.effects(without=self.slots[agent.agent]))
+        return effects
+
+    def effects_for(self, agent: AgentEvidence, cell: Counts) -> dict[str, Normal]:
+        effects = dict(self.effects)
+        pool = self.pools[agent.current]
+        if pool.holds == "cells":
+            own = cell
+        elif pool.holds == "all":
+            own = agent.current_counts
+        else:
+            own = agent.recent_counts or Counts()
+        rest = _minus(pool.counts, own)
+        if rest is None:
+            counts, k = pool.counts, pool.agents
+        else:
+            counts, k = rest, max(0, pool.agents - 1)
+        effects[agent.current] = effect(counts, k, self.components.between)
+        return effects
+
+
+__all__ = ["Fleet", "Pool", "judged_cell"]
