@@ -370,8 +370,12 @@ def test_abort_and_report_return_the_participants_at_once(
     assert "Aborted" in events_of(kubectl, "abort-me")
 
     # Report, with Thompson allocation: the better arm gets more tasks; at the verdict the
-    # participants return to their spec at once.
-    must_apply(kubectl, experiment("report", allocation="Thompson", onConclusion="Report"))
+    # participants return to their spec at once. 200 tasks per arm: far more than one
+    # evaluation sees, so the weights have moved before any verdict.
+    must_apply(
+        kubectl,
+        experiment("report", allocation="Thompson", onConclusion="Report", minTasksPerArm=200),
+    )
     concluded = wait_for(
         lambda: in_phase(kubectl, "report", "Concluded", "Inconclusive"),
         timeout=120,
