@@ -233,7 +233,7 @@ def test_webhook_certificate_is_valid_for_the_service_and_signed_by_the_ca_bundl
     manifests = render({"webhook": {"enabled": True}})
     secret = one(manifests, "Secret")
     config = one(manifests, "ValidatingWebhookConfiguration")
-    (hook,) = config["webhooks"]
+    hook, experiment_hook = config["webhooks"]
     client = hook["clientConfig"]
     service = one(manifests, "Service")
     assert client["service"]["name"] == service["metadata"]["name"]
@@ -264,6 +264,11 @@ def test_webhook_certificate_is_valid_for_the_service_and_signed_by_the_ca_bundl
     container = operator_container(manifests)
     assert "--webhook" in container["args"]
     assert hook["rules"][0]["resources"] == ["agentbehaviors"]
+    # kopf serves each admission handler at /<handler id> (controller/operator.py).
+    assert hook["clientConfig"]["service"]["path"] == "/lua"
+    assert experiment_hook["rules"][0]["resources"] == ["behaviorexperiments"]
+    assert experiment_hook["clientConfig"]["service"]["path"] == "/experiment"
+    assert experiment_hook["clientConfig"]["caBundle"] == client["caBundle"]
     # Only the served namespaces are intercepted.
     assert hook["namespaceSelector"]["matchExpressions"][0]["values"] == ["agent-registry"]
 

@@ -149,9 +149,7 @@ def facts_for(ctx: OperatorContext, agent: ObjectState) -> AgentFacts:
 
     indexes = ctx.indexes
     policy = policy_grant(agent, indexes.policy_states) if indexes is not None else None
-    experiment = (
-        experiment_grant(agent, indexes.experiment_states) if indexes is not None else None
-    )
+    experiment = experiment_grant(agent, indexes.experiment_states) if indexes is not None else None
     return agent_facts(agent, experiment=experiment, policy=policy)
 
 

@@ -1,4 +1,5 @@
-"""The validating admission webhook: refuse an AgentBehavior whose Lua does not validate.
+"""The validating admission webhook: refuse an AgentBehavior whose Lua does not validate, and
+a BehaviorExperiment whose arms cannot run (another role, a missing behavior, mixed weights).
 
 kopf serves it and manages the ValidatingWebhookConfiguration (URL + caBundle). kopf's own
 self-signed certificates need `certbuilder`; we make one with `cryptography` (already a
@@ -21,6 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from agent_registry.controller.behaviors import SAMPLE_TASK_HINT, validate_spec
+from agent_registry.controller.context import IndexMap
+from agent_registry.controller.experiments import declared_behaviors, parse_spec, spec_problems
 from agent_registry.controller.status import describe_lua_error
 
 WEBHOOK_CONFIGURATION = "agent-registry.agents.singularity.dev"
@@ -100,3 +103,28 @@ def validate_behavior(spec: Mapping[str, Any], warnings: list[str], **_: Any) ->
     if not result.ok:
         raise kopf.AdmissionError(rejection_message(result.error, result.line), code=422)
     warnings.extend(f"spec.lua.script: {w} ({SAMPLE_TASK_HINT})" for w in result.warnings)
+
+
+def validate_experiment(
+    spec: Mapping[str, Any],
+    namespace: str | None,
+    behavior_states: IndexMap,
+    operation: str | None = None,
+    old: Mapping[str, Any] | None = None,
+    **_: Any,
+) -> None:
+    """Admission: refuse what the controller would mark Ready=False/InvalidSpec, naming the
+    field. The behaviors come from the operator's index: one applied a moment ago may not be
+    in it yet, and a retried apply then goes through."""
+    # Only a new spec is judged. The verdict depends on other objects, so an unchanged spec
+    # whose behavior was deleted since must still take metadata patches: the finalizer's
+    # removal on delete, the consumed abort annotation.
+    if operation == "UPDATE" and old is not None and dict(old.get("spec") or {}) == dict(spec):
+        return
+    parsed, problems = parse_spec(spec)
+    if parsed is not None:
+        names = [arm.behavior_ref.name for arm in parsed.arms]
+        behaviors = declared_behaviors(behavior_states, str(namespace), names)
+        problems = spec_problems(parsed, behaviors, need_revisions=False)
+    if problems:
+        raise kopf.AdmissionError("; ".join(problems), code=422)
