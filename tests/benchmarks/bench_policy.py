@@ -16,7 +16,9 @@ agent's t-th uniform draw is below the success rate of the behavior it runs then
 random numbers), so differences between rules are not sampling luck.
 
 - policy: `agent_registry.decisions.policy.recommend`, Auto mode (every recommendation
-  applied), given recent windows (counts of the last 20 min) as the controller should.
+  applied), given the evidence docs/policy.md asks of the controller: each agent's current
+  assignment, its last 20 min and its history per behavior; each behavior's all-time
+  counts and those of its last 20 min of use, with the number of agents behind them.
 - seed: the seed's rule, applied at every evaluation: lifetime rate < 0.7 after more than 10
   tasks -> the behavior with the best fleet-wide average of the role; no cooldown, no budget.
 - never: no switch.
@@ -31,8 +33,11 @@ every task), counted as expected successes (the sum of the true rate of the scri
 ran: outcome noise is left out of the figure, not out of the decisions); harmful switches
 (the new behavior's true rate for that agent below the old one's at the switch); switches per
 agent per cooldown window (the most in any 10 min of one agent, and the mean); returns (A -> B
--> A); in the drop scenario, for the agents running the dropped behavior when it dropped and
-now better off elsewhere, tasks until they leave it.
+-> A, and how many of those came within 4 cooldowns: flapping); in the drop scenario, for
+the agents running the dropped behavior when it dropped and now better off elsewhere, tasks
+until they leave it. Goals (exit status): stationary fleet success >= 95 % of the oracle;
+harmful <= 2 % of switches (stationary, drop); at most 1 switch per agent per cooldown and
+no flapping (all scenarios); p90 of tasks to leave the dropped behavior <= 500.
 
 Run: .venv/bin/python tests/benchmarks/bench_policy.py [--quick] [--jobs 2]
 (exit status 1 when a goal is missed).
