@@ -8,14 +8,15 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, and_, func, select
 
-from agent_registry.registry.models import AGENTS, REVISION_STATS
+from agent_registry.registry.models import AGENTS, REVISION_STATS, REVISIONS
 from agent_registry.registry.records import AgentRevisionStatsRecord, RevisionStatsRecord
 from agent_registry.registry.transactions import Database
 
 _A = AGENTS
 _R = REVISION_STATS
+_V = REVISIONS
 
 
 def _in_namespace(namespace: str) -> Any:
@@ -51,26 +52,41 @@ async def revision_stats(
     behavior_id: uuid.UUID | None,
     agent_ids: Sequence[str] | None,
 ) -> list[RevisionStatsRecord]:
-    key = (_R.c.behavior_id, _R.c.revision, _R.c.script_sha256)
-    stmt = _filtered(
-        select(
-            *key,
-            func.count().label("agents"),
-            func.coalesce(func.sum(_R.c.tasks), 0).label("tasks"),
-            func.coalesce(func.sum(_R.c.successes), 0).label("successes"),
-            func.coalesce(func.sum(_R.c.timed_tasks), 0).label("timed_tasks"),
-            func.coalesce(func.sum(_R.c.total_response_time_ms), 0.0).label(
-                "total_response_time_ms"
-            ),
-            func.min(_R.c.first_task_at).label("first_task_at"),
-            func.max(_R.c.last_task_at).label("last_task_at"),
-        ).select_from(_R),
-        namespace=namespace,
-        role=role,
-        behavior_id=behavior_id,
-        agent_ids=agent_ids,
+    # Grouped on (behavior_id, revision), the sha256 joined afterwards: hashing a uuid and an
+    # int per row is measurably cheaper than a 64-character string. A row's label always
+    # names a stored revision with the row's script (assign_behavior takes the sha256 from
+    # the revision, allow_scripts checks it), so nothing is lost.
+    key = (_R.c.behavior_id, _R.c.revision)
+    grouped = (
+        _filtered(
+            select(
+                *key,
+                func.count().label("agents"),
+                func.coalesce(func.sum(_R.c.tasks), 0).label("tasks"),
+                func.coalesce(func.sum(_R.c.successes), 0).label("successes"),
+                func.coalesce(func.sum(_R.c.timed_tasks), 0).label("timed_tasks"),
+                func.coalesce(func.sum(_R.c.total_response_time_ms), 0.0).label(
+                    "total_response_time_ms"
+                ),
+                func.min(_R.c.first_task_at).label("first_task_at"),
+                func.max(_R.c.last_task_at).label("last_task_at"),
+            ).select_from(_R),
+            namespace=namespace,
+            role=role,
+            behavior_id=behavior_id,
+            agent_ids=agent_ids,
+        )
+        .group_by(*key)
+        .subquery("grouped")
     )
-    stmt = stmt.group_by(*key).order_by(*key)
+    stmt = (
+        select(grouped, _V.c.script_sha256)
+        .join(
+            _V,
+            and_(_V.c.behavior_id == grouped.c.behavior_id, _V.c.revision == grouped.c.revision),
+        )
+        .order_by(grouped.c.behavior_id, grouped.c.revision)
+    )
     async with db.read("revision_stats") as conn:
         rows = (await conn.execute(stmt)).all()
     return [_revision_record(row._mapping) for row in rows]

@@ -318,7 +318,7 @@ class RegistryService:
     ) -> list[RevisionStatsRecord]:
         """Counts per script (behavior, revision, sha256) summed over the selected agents,
         in one query. Filters combine: agents of a namespace, of a role (agent_role), scripts
-        of a behavior, the listed agents. Ordered by behavior, revision, sha256."""
+        of a behavior, the listed agents. Ordered by behavior and revision."""
         return await revisions.revision_stats(
             self._db, namespace=namespace, role=role, behavior_id=behavior_id, agent_ids=agent_ids
         )
