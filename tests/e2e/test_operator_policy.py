@@ -82,9 +82,10 @@ def test_policy_recommends_then_switches_once_and_lets_go(
     apply_examples(kubectl)
     explain = diagnose(kubectl, fast_operator)
     wait_for(lambda: converged(kubectl), timeout=90, what="examples converged", diagnose=explain)
-    kubectl("create", "serviceaccount", "coder")
-    token = kubectl("create", "token", "coder").strip()
     for name, runtime in zip(AGENTS, fleet, strict=True):
+        # Each agent reports with its own ServiceAccount (named like the Agent: the default).
+        kubectl("create", "serviceaccount", name)
+        token = kubectl("create", "token", name).strip()
         agent_id = f"{kubectl.namespace}/{name}"
         runtime.start(agent_id, f"{name}-behavior", fast_operator.api_url, token)
 
@@ -140,7 +141,9 @@ def test_policy_recommends_then_switches_once_and_lets_go(
     assert source_of(kubectl, "coder-3") == ("Policy", target)
     assert source_of(kubectl, "coder-1")[0] == "Spec"
     assert source_of(kubectl, "coder-2")[0] == "Spec"
-    assert "BehaviorPolicy" in kubectl("get", "bp")
+    table = kubectl("get", "bp").splitlines()
+    assert table[0].split()[:6] == ["NAME", "ROLE", "MODE", "AGENTS", "SWITCHES", "LAST-SWITCH"]
+    assert table[1].split()[:5] == [POLICY, "code_developer", "Auto", "3", "1"]
 
     kubectl("delete", "bp", POLICY)
     wait_for(
