@@ -142,9 +142,11 @@ class PolicyEvaluation:
         behaviors = {b.id: b for b in await registry.list_behaviors(namespace=namespace)}
         by_name = {b.name: b for b in behaviors.values()}
         fleet: dict[tuple[uuid.UUID, int], Counts] = {}
+        runners: dict[tuple[uuid.UUID, int], int] = {}
         for total in await registry.revision_stats(namespace=namespace, role=self.spec.role):
             key = (total.behavior_id, total.revision)
             fleet[key] = fleet.get(key, Counts()) + Counts(total.tasks, total.successes)
+            runners[key] = runners.get(key, 0) + total.agents
         history: dict[str, dict[str, Counts]] = {}
         for row in await registry.agent_revision_stats(namespace=namespace):
             behavior = behaviors.get(row.behavior_id)
@@ -159,6 +161,7 @@ class PolicyEvaluation:
                 name=name,
                 revision=by_name[name].revision,
                 counts=fleet.get((by_name[name].id, by_name[name].revision), Counts()),
+                agents=runners.get((by_name[name].id, by_name[name].revision)),
             )
             for name in names
             if name in by_name
