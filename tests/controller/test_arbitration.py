@@ -59,6 +59,13 @@ def test_a_pinned_agent_is_indexed_under_both_behaviors() -> None:
     assert keys == {("ns", "quick"): "coder-3", ("ns", "careful"): "coder-3"}
 
 
+def test_an_agent_is_indexed_under_the_behavior_it_runs() -> None:
+    """A policy-switched agent must hot-reload the new revision of what it runs."""
+    body = agent_body()
+    body["status"] = {"behavior": {"name": "balanced", "source": "Policy"}}
+    assert agents_by_behavior(body) == {("ns", "quick"): "coder-3", ("ns", "balanced"): "coder-3"}
+
+
 def _behaviors() -> dict[str, BehaviorFacts]:
     careful = Revision("careful", 1, "c" * 64)
     quick = Revision("quick", 1, "q" * 64)

@@ -92,9 +92,11 @@ def agent_states(body: Mapping[str, Any], **_: Any) -> dict[Key, ObjectState]:
 
 
 def agents_by_behavior(body: Mapping[str, Any], **_: Any) -> dict[Key, str]:
-    """The agents a behavior's new revision may concern: by spec.behaviorRef and by pin."""
+    """The agents a behavior's new revision may concern: by spec.behaviorRef, by pin, and
+    the behavior they run now (a policy's or an experiment's choice lives only in status)."""
     state = state_of("Agent", body)
-    names = [state.behavior_ref, pinned_behavior(state)]
+    running = (state.status.get("behavior") or {}).get("name")
+    names = [state.behavior_ref, pinned_behavior(state), running]
     return {(state.namespace, name): state.name for name in names if name}
 
 
