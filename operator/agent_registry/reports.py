@@ -9,15 +9,42 @@ a batch once however often it arrives.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 MAX_OUTCOMES_PER_REPORT = 10_000
 
 Sha256 = Annotated[str, Field(pattern=SHA256_PATTERN, description="Lowercase hex sha256.")]
+# The registry stores these numbers in 32-bit columns (PostgreSQL INTEGER): larger ones are
+# refused here (422) instead of failing in the database (500, which the runtime retries
+# forever).
+INT32_MAX = 2**31 - 1
+
+
+def _without_nul(value: str) -> str:
+    # Lua strings (an error message quoting the script) may hold NUL, which PostgreSQL text
+    # cannot store. Replaced rather than refused: a refusal would drop the batch's outcomes.
+    return value.replace("\x00", "\ufffd")
+
+
+Text = Annotated[str, AfterValidator(_without_nul)]
+
+
+def _in_utc(value: datetime) -> datetime:
+    # ISO 8601 allows offsets up to ±23:59, PostgreSQL only ±15:59: stored in UTC, any
+    # offset works. A time that leaves the calendar in UTC (year 1 at +02:00) is refused.
+    if value.tzinfo is None:
+        return value
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("the time is out of range once converted to UTC") from exc
+
+
+Timestamp = Annotated[datetime, AfterValidator(_in_utc)]
 
 
 class TaskOutcome(BaseModel):
@@ -29,7 +56,7 @@ class TaskOutcome(BaseModel):
     duration_ms: float | None = Field(
         default=None, ge=0, le=86_400_000, description="Wall time of the task in milliseconds."
     )
-    finished_at: datetime | None = Field(
+    finished_at: Timestamp | None = Field(
         default=None, description="When the task finished (UTC); the server's time if omitted."
     )
     behavior_sha256: Sha256 | None = Field(
@@ -48,8 +75,8 @@ class LoadedScript(BaseModel):
 
     sha256: Sha256
     weight: float = Field(ge=0, le=1, description="Share of tasks drawn for this script.")
-    name: str | None = Field(default=None, max_length=253)
-    revision: int | None = Field(default=None, ge=1)
+    name: Text | None = Field(default=None, max_length=253)
+    revision: int | None = Field(default=None, ge=1, le=INT32_MAX)
 
 
 class LoadedBehavior(BaseModel):
@@ -62,8 +89,8 @@ class LoadedBehavior(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     sha256: Sha256
-    loaded_at: datetime
-    revision: int | None = Field(default=None, ge=1)
+    loaded_at: Timestamp
+    revision: int | None = Field(default=None, ge=1, le=INT32_MAX)
     scripts: list[LoadedScript] = Field(default_factory=list, max_length=16)
 
 
@@ -73,9 +100,9 @@ class LoadFailure(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     sha256: Sha256
-    error: str = Field(max_length=4096)
-    line: int | None = None
-    failed_at: datetime
+    error: Text = Field(max_length=4096)
+    line: int | None = Field(default=None, ge=-INT32_MAX, le=INT32_MAX)
+    failed_at: Timestamp
 
 
 class OutcomeReport(BaseModel):
@@ -85,11 +112,16 @@ class OutcomeReport(BaseModel):
 
     batch_id: uuid.UUID = Field(description="Idempotency key; a retried batch keeps its id.")
     outcomes: list[TaskOutcome] = Field(default_factory=list, max_length=MAX_OUTCOMES_PER_REPORT)
-    cycles: int = Field(default=0, ge=0, description="Cycles completed since the last report.")
+    cycles: int = Field(
+        default=0, ge=0, le=INT32_MAX, description="Cycles completed since the last report."
+    )
     loaded: LoadedBehavior | None = None
     load_failure: LoadFailure | None = None
     dropped: int = Field(
-        default=0, ge=0, description="Outcomes the runtime dropped on buffer overflow since start."
+        default=0,
+        ge=0,
+        le=2**63 - 1,
+        description="Outcomes the runtime dropped on buffer overflow since start.",
     )
 
 

@@ -113,7 +113,7 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
             Param(
                 "min_tasks",
                 "query",
-                {"type": "integer", "minimum": 0, "default": 10},
+                {"type": "integer", "minimum": 0, "maximum": reading.MAX_MIN_TASKS, "default": 10},
                 "Tasks the current assignment needs before it is judged.",
             ),
             _NS_FILTER,

@@ -40,11 +40,15 @@ from agent_registry.registry import AgentNotFound, BehaviorNotFound
 Q = TypeVar("Q", bound=BaseModel)
 
 
+MAX_MIN_TASKS = 2**63 - 1
+
+
 class UnderperformersQuery(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     threshold: float = Field(default=0.7, ge=0.0, le=1.0)
-    min_tasks: int = Field(default=10, ge=0)
+    # Compared with 64-bit counters in the database: a larger number fails there (500).
+    min_tasks: int = Field(default=10, ge=0, le=MAX_MIN_TASKS)
     namespace: str | None = None
 
 
