@@ -518,3 +518,71 @@ def test_a_promoted_rollout_is_current_and_no_rollout_has_no_degraded() -> None:
     removed = desired_behavior_status(promoted, observed_generation=1, now=T0, rollout=None)
     assert removed["rollout"] is None
     assert "Degraded" not in conditions(removed)
+
+
+# ---- the arbiter's inputs, from status and the registry (real PostgreSQL) -------------------
+
+
+@pytest.mark.postgres
+async def test_the_catalog_builds_the_rollout_from_status_and_reads_the_stable_script(
+    postgres_url: str,
+) -> None:
+    """BehaviorCatalog (controller.arbitration) hands the arbiter the rollout recorded in the
+    AgentBehavior's status; the stable revision's script comes from the registry's stored
+    revisions; after an abort the decision says why its agents run stable."""
+    from typing import cast
+
+    from agent_registry.controller.arbitration import BehaviorCatalog, agent_facts, decide_agent
+    from agent_registry.controller.context import Indexes, OperatorConfig, OperatorContext
+    from agent_registry.controller.indexes import ObjectState
+    from agent_registry.decisions.arbiter import Revision
+    from agent_registry.registry import RegistryService
+
+    old, new = "-- 1\nfunction on_task(t, c) end\n", "-- 2\nfunction on_task(t, c) end\n"
+    registry = RegistryService.from_url(postgres_url)
+    try:
+        first = await registry.create_behavior("careful", "coder", old, namespace="ns")
+        second = await registry.create_behavior("careful", "coder", new, namespace="ns")
+        before = {"revision": 1, "scriptSha256": first.script_sha256}
+        begun = on_new_revision(NAME, spec(), before, RevisionRef(2, second.script_sha256), T0)
+        assert begun is not None
+
+        def catalog_for(status: dict[str, Any], unit: str = "Task") -> BehaviorCatalog:
+            behavior = ObjectState("AgentBehavior", "ns", NAME, "u", 2, spec(unit=unit), status)
+            ctx = OperatorContext(
+                config=OperatorConfig(database_url=postgres_url, registry_url=""),
+                registry=registry,
+                kube=cast(Any, None),
+                indexes=Indexes(
+                    agent_states={}, behavior_states={("ns", NAME): [behavior]}, policy_states={}
+                ),
+            )
+            return BehaviorCatalog(ctx, "ns")
+
+        agent = ObjectState(
+            "Agent", "ns", "a-1", "u", 1, {"role": "coder", "behaviorRef": {"name": NAME}}, {}
+        )
+        in_progress = {"revision": 2, "rollout": begun.rollout}
+        catalog = catalog_for(in_progress)
+        facts = await catalog.facts(NAME, with_revisions=False)
+        assert facts is not None
+        stable = Revision(NAME, 1, first.script_sha256)
+        assert facts.current == Revision(NAME, 2, second.script_sha256)  # Git's newest
+        assert facts.rollout is not None
+        assert (facts.rollout.stable, facts.rollout.weight) == (stable, 0.1)
+        decision, _ = await decide_agent(catalog, agent_facts(agent))
+        assert decision.source == "Rollout"
+        assert [(s.revision.revision, s.weight) for s in decision.scripts] == [(1, 0.9), (2, 0.1)]
+        assert await catalog.script(decision.scripts[0].revision) == old
+
+        aborted_status = applied(
+            in_progress, tick(in_progress, None, Observation(), annotations={ABORT_ANNOTATION: "x"})
+        )
+        catalog = catalog_for(aborted_status)
+        decision, _ = await decide_agent(catalog, agent_facts(agent))
+        assert (decision.source, decision.primary) == ("Spec", stable)
+        assert "rollout of careful@2 aborted, back on careful@1" in decision.reason
+        assert decision.evidence["rollout"] == "Aborted"
+        assert await catalog.script(stable) == old
+    finally:
+        await registry.close()

@@ -1,7 +1,7 @@
 """`agentreg dev demo` end to end, against the session's control plane (through KUBECONFIG, which
 the demo must honor): operator, examples, local runtimes, a confirmed hot reload, a policy switch,
-an A/B experiment to its verdict, and --down stopping every process it started while leaving a
-KUBECONFIG cluster alone."""
+an A/B experiment to its verdict, a canary rollout of a bad edit rolled back, and --down stopping
+every process it started while leaving a KUBECONFIG cluster alone."""
 
 from __future__ import annotations
 
@@ -61,6 +61,14 @@ def test_the_demo_runs_agents_hot_reloads_and_stops(
         assert experiments[1].split()[:5] == ["NAME", "ROLE", "ARMS", "PHASE", "WINNER"]
         (verdict,) = [line.split() for line in experiments if line.startswith("careful-vs-quick ")]
         assert verdict[1:5] == ["code_developer", "careful,quick", "Concluded", "careful"]
+        # The canary rollout of a bad edit of `careful` was aborted and rolled back.
+        assert "rolled back after" in started.stderr
+        section = started.stdout.split("$ kubectl get agb careful -o wide")[1]
+        rollout = section.split("$ kubectl")[0].splitlines()
+        (careful,) = [line.split() for line in rollout if line.startswith("careful ")]
+        assert "Aborted" in careful
+        behaviors = started.stdout.split("$ kubectl get agentbehaviors")[1].splitlines()
+        assert any(line.startswith("careful ") and "Aborted" in line for line in behaviors)
         assert len(pids) == 4  # the operator and one runtime per Agent
     finally:
         stopped = run_demo(kube_cluster, tmp_path, "--down")

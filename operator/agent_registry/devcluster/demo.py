@@ -547,7 +547,7 @@ def up(say: Say = print, namespace: str = DEFAULT_NAMESPACE) -> None:
     print(f"  curl -s {auth} '{api_url}/v1/agents?namespace={namespace}'")
     print(f"  curl -s {auth} {api_url}/v1/agents/{namespace}/coder-2/assignments")
     print(f"  curl -s {auth} {api_url}/v1/behaviors/{namespace}/quick/lineage")
-    print(f"  curl -s {api_url}/metrics | grep -E '^(reports_ingested|reload_latency)'")
+    print(f"  curl -s {api_url}/metrics | grep -E '^(reports_ingested|reload_latency|rollout)'")
     print(f"  logs: {logs}/ (operator.log, runtime-<agent>.log)")
     print("Stop everything: make demo-down   (or .venv/bin/agentreg dev demo --down)")
 
