@@ -162,8 +162,9 @@ def test_same_argument_errors(sandbox: Sandbox, expression: str) -> None:
 # --- pattern calls too long for one C call run as a loop of anchored attempts ----------------
 
 # A limit at which the subjects below (1-2 KB) are over the cost of one C call but not of one
-# attempt, so each call below runs stepped, the code path of long subjects at the default.
-STEPPED = Limits(max_pattern_cost=20_000)
+# attempt, so the calls below run as a loop of attempts (the code path of long subjects at the
+# default limit), or as one C call once no long run was found (test_pattern_guard).
+STEPPED = Limits(max_pattern_cost=60_000)
 
 STEPPED_EXPRESSIONS = [
     'string.find(("a"):rep(1000) .. "b", ".-b")',
@@ -287,7 +288,7 @@ def test_stepped_calls_match_the_standard_library_on_random_patterns() -> None:
     bare.execute(harness)
     native_run = bare.globals().run
     sandbox = Sandbox(harness, Limits(max_pattern_cost=5_000))
-    compared = 0
+    compared, looped = 0, 0
     for _ in range(1500):
         pattern = "".join(
             rng.choice(specials)
@@ -304,4 +305,6 @@ def test_stepped_calls_match_the_standard_library_on_random_patterns() -> None:
             continue  # refused: one attempt exceeds this small limit
         assert got == native_run(fn, subject, pattern, extra), (fn, pattern, subject, extra)
         compared += 1
+        looped += sandbox.pattern_plan(pattern, subject, fn) == "loop"
     assert compared > 1200
+    assert looped > 200

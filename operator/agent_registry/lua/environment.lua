@@ -543,8 +543,9 @@ local function parse(p, i, m)
           set = class_set(text),
           quant = q,
           literal = q == nil and literal_of(text) or nil,
-          -- A set is tested item by item (matchbracketclass).
-          weight = c == 91 and s_len(text) - 2 or 1,
+          -- A set is tested item by item (matchbracketclass); %a and the like call into the
+          -- C library (measured twice a literal's cost).
+          weight = c == 91 and s_len(text) - 2 or (c == 37 and is_alnum(d) and 2 or 1),
         }
         i = j
       else
@@ -568,18 +569,20 @@ local function attempt_cost(items)
     if kind == SINGLE then
       local set, q = it.set, it.quant
       local apart = not succeeds and disjoint(set, first)
-      it.rest_fails_apart = apart -- used by the run skip (stepped calls)
+      -- For the run rules of the first item (see analyze).
+      it.rest_fails_apart, it.rest_poly, it.rest_fail = apart, poly, fail
       if q == nil then
         poly = p_add(poly, w, 0)
         first, fail, succeeds, at_end = { set }, w, false, false
       elseif q == STAR or q == PLUS then
-        -- Count the run ((n+1) tests), then retry the rest from its end backwards.
+        -- Count the run ((n+1) tests), then retry the rest from its end backwards (a retry is
+        -- a call of the matcher: one step, and then the rest's).
         if succeeds then
           poly = p_add(poly, w, w)
         elseif apart then
-          poly = p_add(poly, w, w + fail)
+          poly = p_add(poly, w, w + 1 + fail)
         else
-          poly = p_add(p_mul(poly, 1, 1), w, w)
+          poly = p_add(p_mul(poly, 1, 1), w + 1, w + 1)
         end
         if q == PLUS then
           first, fail, succeeds, at_end = { set }, w, false, false
@@ -592,9 +595,9 @@ local function attempt_cost(items)
         if succeeds then
           poly = p_add(poly, 1, 0)
         elseif apart then
-          poly = p_add(poly, w + fail, w + fail)
+          poly = p_add(poly, w + 1 + fail, w + 1 + fail)
         else
-          poly = p_add(p_mul(poly, 1, 1), w, w)
+          poly = p_add(p_mul(poly, 1, 1), w + 1, w + 1)
         end
         succeeds = succeeds or (set == ALL and at_end)
         first, fail = union(set, first), w + fail
@@ -726,6 +729,25 @@ local function analyze(p, can_anchor)
       -- A quantified first item whose rest cannot start inside its run: an attempt failed
       -- for every start in the same run, so the next start is after the run.
       info.run = "^" .. after.text .. "*()"
+      local constant = true
+      for k = 2, #after.rest_poly do
+        constant = constant and after.rest_poly[k] == 0
+      end
+      if constant then
+        -- And when the rest costs a constant, an attempt costs its run's length (times
+        -- `run_unit`) plus that constant: a subject without long runs is cheap (see plan).
+        local text = after.text
+        info.run_class, info.run_unit = text, after.weight + 1 + after.rest_fail
+        info.run_rest = after.rest_poly[1]
+        -- The class as a set, for %f: where its runs start.
+        if s_byte(text, 1) == 91 then
+          info.run_set = text
+        elseif s_len(text) == 1 and not is_alnum(s_byte(text, 1)) then
+          info.run_set = "[%" .. text .. "]"
+        else
+          info.run_set = "[" .. text .. "]"
+        end
+      end
     end
   end
   info.ap = "^" .. p
@@ -773,22 +795,43 @@ local function strings(s, p)
   end
 end
 
--- nil when one C call is within the limit; else the cost of one attempt, for a stepped call.
--- Raises when neither fits. `per_position`: what the function itself adds at each position
--- of the subject (gsub copies a character or a replacement there).
-local function plan(fname, s, info, per_position)
-  local len = s_len(s)
-  local n = len + 1
-  charge(n)
+-- How string.<fname>(s, p) runs: "call" (one C call), "loop" (stepped) or "refused", and the
+-- cost of one attempt. `per_position`: what the function itself adds at each position of the
+-- subject (gsub copies a character or a replacement there).
+local function decide(s, info, per_position)
+  local n = s_len(s) + 1
   if n <= info.fits and per_position <= FITS_PER_POSITION then
-    return nil
+    return "call"
   end
   local total, attempt = one_call_cost(info, n, per_position)
   if total <= MAX_PATTERN_COST then
-    return nil
+    return "call"
+  end
+  if info.run_unit then
+    -- With no run of the first item's class as long as k, one C call costs at most
+    -- n * (k * run_unit + run_rest + per_position). Two linear C calls look for such a run: at
+    -- the start, and where a run starts (%f: each character is tested once or twice).
+    local k = m_tointeger((MAX_PATTERN_COST / n - info.run_rest - per_position) // info.run_unit)
+    if k and k >= 8 then
+      local run = s_rep(info.run_class, k)
+      if not s_find(s, "^" .. run) and not s_find(s, "%f" .. info.run_set .. run) then
+        return "call"
+      end
+    end
   end
   if info.anchored or info.unbalanced or attempt > MAX_PATTERN_COST then
-    too_costly(fname, len)
+    return "refused"
+  end
+  return "loop", attempt
+end
+
+-- nil when one C call is within the limit; else the cost of one attempt, for a stepped call.
+-- Raises when neither fits.
+local function plan(fname, s, info, per_position)
+  charge(s_len(s) + 1)
+  local how, attempt = decide(s, info, per_position)
+  if how == "refused" then
+    too_costly(fname, s_len(s))
   end
   return attempt
 end
@@ -1448,6 +1491,17 @@ end
 
 function host.ident(t)
   return s_format("%p", t)
+end
+
+-- The guard's estimates for string.<fname>(s, p) on a subject of `len` bytes (one C call, one
+-- attempt), and what it decides for a subject (Python only: diagnostics and benchmarks).
+function host.pattern_cost(fname, p, len)
+  local info = analyze(p, fname ~= "gmatch")
+  return one_call_cost(info, len + 1, fname == "gsub" and GSUB_STEPS or 0)
+end
+
+function host.pattern_plan(fname, p, s)
+  return (decide(s, analyze(p, fname ~= "gmatch"), fname == "gsub" and GSUB_STEPS or 0))
 end
 
 return host

@@ -92,6 +92,8 @@ class Sandbox:
         self._get_state = host["get_state"]
         self._set_state = host["set_state"]
         self._defines = host["defines"]
+        self._pattern_cost = host["pattern_cost"]
+        self._pattern_plan = host["pattern_plan"]
         # The C function itself: calling it from Python runs no Lua instruction, so it clears
         # the hook even when a stop left it firing on every instruction.
         self._sethook = self._lua.globals().debug.sethook
@@ -179,6 +181,28 @@ class Sandbox:
         results = self._results_of(outcome)
         return self._from_lua_results(results[:1])
 
+    def pattern_cost(
+        self, pattern: str, subject_bytes: int, function: str = "find"
+    ) -> tuple[float, float]:
+        """The pattern guard's worst-case estimates, in matcher steps, for
+        string.<function>(s, pattern) on a subject of `subject_bytes` bytes: of the whole call
+        made as one C call, and of one attempt (the pattern tried at one position). Within
+        limits.max_pattern_cost the call is one C call; over it, an unanchored call whose
+        attempt fits runs as a loop of attempts, and any other is refused. For diagnostics."""
+        self._check_open()
+        if function not in ("find", "match", "gmatch", "gsub"):
+            raise ValueError(f"not a pattern function: {function!r}")
+        call, attempt = self._pattern_cost(function, pattern, subject_bytes)
+        return float(call), float(attempt)
+
+    def pattern_plan(self, pattern: str, subject: str, function: str = "find") -> str:
+        """How string.<function>(subject, pattern) would run: "call" (one C call), "loop" (a
+        loop of anchored attempts the budget can stop) or "refused". For diagnostics."""
+        self._check_open()
+        if function not in ("find", "match", "gmatch", "gsub"):
+            raise ValueError(f"not a pattern function: {function!r}")
+        return str(self._pattern_plan(function, pattern, subject))
+
     @property
     def state(self) -> dict[str, Any]:
         """A Python copy of ctx.state (what a reload carries over)."""
@@ -216,6 +240,8 @@ class Sandbox:
             "_get_state",
             "_set_state",
             "_defines",
+            "_pattern_cost",
+            "_pattern_plan",
             "_sethook",
             "_ctx",
             "_lua",
