@@ -34,7 +34,8 @@ def _filtered(
     agent_ids: Sequence[str] | None,
 ) -> Select[Any]:
     if role is not None:
-        stmt = stmt.join(_A, _A.c.agent_id == _R.c.agent_id).where(_A.c.agent_role == role)
+        # A semi-join (agent_id is unique): measured faster than a join at 100,000 agents.
+        stmt = stmt.where(_R.c.agent_id.in_(select(_A.c.agent_id).where(_A.c.agent_role == role)))
     if namespace is not None:
         stmt = stmt.where(_in_namespace(namespace))
     if behavior_id is not None:
