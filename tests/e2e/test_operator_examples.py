@@ -95,14 +95,34 @@ def test_examples_fill_every_printer_column(
     )
 
     agents = printed_table(kubectl, "agents")
-    assert agents[0] == ["NAME", "ROLE", "BEHAVIOR", "PHASE", "TASKS", "SUCCESS", "LOADED", "AGE"]
+    assert agents[0] == [
+        "NAME",
+        "ROLE",
+        "BEHAVIOR",
+        "SOURCE",
+        "PHASE",
+        "TASKS",
+        "SUCCESS",
+        "LOADED",
+        "AGE",
+    ]
     assert len(agents) == 1 + len(AGENTS)
     for row in agents[1:]:
-        assert len(row) == 8, row
+        assert len(row) == 9, row
         assert "<none>" not in row, row
     behaviors = printed_table(kubectl, "agentbehaviors")
-    assert behaviors[0] == ["NAME", "ROLE", "REVISION", "VALID", "AGENTS", "SUCCESS", "AGE"]
+    assert behaviors[0] == [
+        "NAME",
+        "ROLE",
+        "REVISION",
+        "VALID",
+        "AGENTS",
+        "SUCCESS",
+        "ROLLOUT",
+        "AGE",
+    ]
     for row in behaviors[1:]:
+        # The examples have no spec.rollout: ROLLOUT is blank, the only column that may be.
         assert len(row) == 7, row
         assert "<none>" not in row, row
         assert row[2:5] == ["1", "True", "1"], row
