@@ -220,9 +220,9 @@ def test_script_edit_hot_reloads_only_the_configmap(
         diagnose=diagnose(kubectl, operator),
     )
     rows = history(postgres_url, f"{kubectl.namespace}/coder-3")
-    assert [(r.behavior_revision, r.reason, r.unassigned_at is None) for r in rows] == [
-        (2, "hot_reload", True),
-        (1, "spec", False),
+    assert [(r.behavior_revision, r.source, r.reason, r.unassigned_at is None) for r in rows] == [
+        (2, "Spec", "spec.behaviorRef (hot reload: revision 1 -> 2)", True),
+        (1, "Spec", "spec.behaviorRef", False),
     ]
     # The other agents did not move.
     assert len(history(postgres_url, f"{kubectl.namespace}/coder-1")) == 1

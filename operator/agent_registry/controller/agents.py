@@ -276,9 +276,7 @@ async def redecide_agents(
         async with semaphore, ctx.agent_lock(agent_id_of(agent.namespace, agent.name)):
             decision, _ = await decide_agent(catalog, facts_for(ctx, agent))
             try:
-                applied = await apply_decision(
-                    ctx, agent, decision, catalog, behavior_states, trust_status=True
-                )
+                applied = await apply_decision(ctx, agent, decision, catalog, behavior_states)
             except AgentNotFound:
                 return  # not registered yet: its own create handler decides
             if applied.changed:

@@ -211,11 +211,6 @@ def pin_condition(facts: AgentFacts, decision: Decision) -> Cond | None:
     return None
 
 
-def shown_decision(status: Mapping[str, Any]) -> tuple[Any, Any, Any]:
-    behavior = status.get("behavior") or {}
-    return behavior.get("name"), behavior.get("revision"), behavior.get("source")
-
-
 @dataclass(frozen=True)
 class Applied:
     """What applying a decision did."""
@@ -236,32 +231,36 @@ async def apply_decision(
     decision: Decision,
     catalog: BehaviorCatalog,
     behavior_states: BehaviorIndex,
-    *,
-    trust_status: bool = False,
 ) -> Applied:
     """Record the decision in the registry (a new assignment when the primary script or the
     source changed) and apply the agent's ConfigMap with the decided bundle.
 
-    With `trust_status` the current assignment is taken from the agent's status (written
-    from the registry) instead of a registry read: the hot-reload path saves a query per agent
-    that way. A stale status costs at most a no-op assignment."""
+    The open assignment is always read from the registry, never taken from the Agent's
+    status: the status lags by up to one write-back interval, and a change followed by a
+    change back within it (a rollout started and aborted) would otherwise leave the registry,
+    and then the status, on the wrong decision."""
     primary = decision.primary
     if primary is None:
         return Applied(False, None)
     agent_id = f"{agent.namespace}/{agent.name}"
-    wanted = (primary.behavior, primary.revision, decision.source)
-    before: AssignmentRecord | None = None
-    if trust_status:
-        changed = shown_decision(agent.status) != wanted
-    else:
-        before = await open_assignment(ctx.registry, agent_id)
-        record = await catalog.record(primary.behavior)
-        changed = before is None or (
-            record is None
-            or before.behavior_id != record.id
-            or before.behavior_revision != primary.revision
-            or getattr(before, "source", None) != decision.source
-        )
+    before = await open_assignment(ctx.registry, agent_id)
+    record = await catalog.record(primary.behavior)
+    changed = before is None or (
+        record is None
+        or before.behavior_id != record.id
+        or before.behavior_revision != primary.revision
+        or before.source != decision.source
+    )
+    reason = decision.reason
+    if (
+        before is not None
+        and record is not None
+        and before.behavior_id == record.id
+        and before.source == decision.source
+        and before.behavior_revision != primary.revision
+    ):
+        # The same decision, a new script: the history says it was a hot reload.
+        reason = f"{reason} (hot reload: revision {before.behavior_revision} -> {primary.revision})"
     records: dict[str, BehaviorRecord] = {}
     for share in decision.scripts:
         found = await catalog.record(share.revision.behavior)
@@ -287,7 +286,7 @@ async def apply_decision(
             agent_id,
             records[primary.behavior].id,
             assigned_by=ASSIGNED_BY,
-            reason=decision.reason,
+            reason=reason,
             revision=primary.revision,
             source=decision.source,
             evidence=dict(decision.evidence),
