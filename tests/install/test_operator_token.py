@@ -112,10 +112,11 @@ def test_operator_works_with_the_chart_service_account_token(
         assert json.loads(configmap["data"]["behavior.json"])["sha256"] == sha
 
         # An agent reports with its own ServiceAccount token: the operator authenticates it
-        # with a TokenReview, which its chart RBAC allows.
-        kube_cluster.kubectl("-n", namespace, "create", "serviceaccount", "coder")
+        # with a TokenReview, which its chart RBAC allows. By default only the ServiceAccount
+        # named like the Agent may report for it.
+        kube_cluster.kubectl("-n", namespace, "create", "serviceaccount", "coder-1")
         agent_token = kube_cluster.kubectl(
-            "-n", namespace, "create", "token", "coder", "--duration=1h"
+            "-n", namespace, "create", "token", "coder-1", "--duration=1h"
         ).stdout.strip()
         report = {
             "batch_id": str(uuid.uuid4()),
