@@ -5,7 +5,9 @@ that server in the same run:
 - baseline: `pgbench` TPS of `UPDATE hot SET n = n + 1 WHERE id = 1` (one hot row);
 - outcomes/s through `record_task` (one outcome per call) and `record_tasks` (batches of 100,
   each with a batch id, as the API ingests reports), all writing to ONE agent with an open
-  assignment (the worst case: every write contends for the same two rows);
+  assignment (the worst case: every write contends for the same rows); `record_tasks` twice:
+  outcomes without a script (counted for the current one), and outcomes naming their script,
+  90% the assigned one and 10% a canary delivered beside it (as the runtime sends them);
 with 1, 8 and 32 concurrent writers. Writers are asyncio tasks spread over up to `nproc`
 processes (one RegistryService each), so the Python client can use every core.
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -38,6 +41,15 @@ from fixtures.pgserver import FAST_SETTINGS, PostgresServer, find_bin_dir  # noq
 
 BATCH = 100
 AGENT = "bench/hot"
+STABLE = "function on_task() end"
+CANARY = "function on_task() return nil end"
+MODES = ("record_task", "record_tasks", "record_tasks_sha")
+
+
+def sha256(script: str) -> str:
+    return hashlib.sha256(script.encode()).hexdigest()
+
+
 DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Registry ingestion (`tests/benchmarks/bench_registry.py`)"
 
@@ -97,11 +109,21 @@ def _writer_process(
     url: str, mode: str, tasks: int, seconds: float, ready: Any, go: Any, out: Any
 ) -> None:
     from agent_registry.registry import RegistryService
+    from agent_registry.reports import TaskOutcome
 
     async def run() -> tuple[int, float]:
         registry = RegistryService.from_url(url, pool_size=tasks, max_overflow=0)
         count = 0
-        outcomes = [(i % 5 != 0, 3.0) for i in range(BATCH)]
+        outcomes: list[Any] = [(i % 5 != 0, 3.0) for i in range(BATCH)]
+        if mode == "record_tasks_sha":
+            outcomes = [
+                TaskOutcome(
+                    success=i % 5 != 0,
+                    duration_ms=3.0,
+                    behavior_sha256=sha256(CANARY if i % 10 == 0 else STABLE),
+                )
+                for i in range(BATCH)
+            ]
 
         async def warm() -> None:  # one connection per writer, statements prepared
             for _ in range(6):
@@ -122,8 +144,8 @@ def _writer_process(
                 else:
                     # Not `count += await ...`: that reads `count` before the await and loses
                     # the other writers' increments made meanwhile.
-                    recorded = await registry.record_tasks(AGENT, outcomes, batch_id=uuid.uuid4())
-                    count += recorded
+                    result = await registry.record_tasks(AGENT, outcomes, batch_id=uuid.uuid4())
+                    count += result.recorded
 
         await asyncio.gather(*(one_writer() for _ in range(tasks)))
         elapsed = time.perf_counter() - started
@@ -157,27 +179,37 @@ def registry_rate(url: str, mode: str, writers: int, seconds: float) -> tuple[fl
 
 
 async def prepare_registry(url: str) -> None:
-    from agent_registry.registry import RegistryService
+    from agent_registry.registry import RegistryService, ScriptRef
 
     registry = RegistryService.from_url(url)
     await registry.register_agent(AGENT, "bench")
-    behavior = await registry.create_behavior("bench", "bench", "function on_task() end")
-    await registry.assign_behavior(AGENT, behavior.id)
+    stable = await registry.create_behavior("bench", "bench", STABLE)
+    canary = await registry.create_behavior("bench", "bench", CANARY)
+    await registry.allow_scripts(
+        AGENT,
+        [
+            ScriptRef(stable.id, 1, stable.script_sha256),
+            ScriptRef(canary.id, 2, canary.script_sha256),
+        ],
+    )
+    await registry.assign_behavior(AGENT, stable.id, revision=1)
     await registry.close()
 
 
 async def verify(url: str, expected: int) -> int:
-    """The agent's and the assignment's counts equal what the writers wrote."""
+    """The counts equal what the writers wrote: on the agent, on the scripts' rows, and on
+    the assignment (its own script's outcomes: all but the canary's)."""
     from agent_registry.registry import RegistryService
 
     registry = RegistryService.from_url(url)
     agent = await registry.get_by_agent_id(AGENT)
     assignment = await registry.current_assignment(AGENT)
+    rows = {r.script_sha256: r.tasks for r in await registry.agent_revision_stats()}
     await registry.close()
-    if agent.tasks_completed != assignment.tasks_completed:
-        raise AssertionError("agent and assignment counters disagree")
     if agent.tasks_completed != expected:
         raise AssertionError(f"{agent.tasks_completed} counted, {expected} written")
+    if sum(rows.values()) != expected or rows[sha256(STABLE)] != assignment.tasks_completed:
+        raise AssertionError(f"script rows {rows} disagree with {assignment.tasks_completed}")
     return agent.tasks_completed
 
 
@@ -195,11 +227,14 @@ writing). It starts its own throwaway PostgreSQL (the test fixture's
 `tests/fixtures/pgserver.py`), and on that server, in the same run, measures the baseline,
 `pgbench -c N -j min(N, nproc)` of `UPDATE hot SET n = n + 1 WHERE id = 1` (one hot row), then
 task outcomes ingested into ONE agent with an open assignment (every write contends for the
-same row, the worst case): `record_task` (one outcome per call) and `record_tasks` (batches of
-100, each with a batch id, as the API ingests reports). N writers are asyncio tasks over
-min(N, nproc) processes, one `RegistryService` each, started together after connecting and
-warming up. At the end it checks that the agent's (and its assignment's) count equals the
-outcomes the writers were told were recorded. The machine is shared with other builds and
+same rows, the worst case): `record_task` (one outcome per call) and `record_tasks` (batches of
+100, each with a batch id, as the API ingests reports), the latter with outcomes that name no
+script (counted for the assigned one) and with outcomes naming their script, 90% the assigned
+one and 10% a canary delivered beside it (two script rows per batch). N writers are asyncio
+tasks over min(N, nproc) processes, one `RegistryService` each, started together after
+connecting and warming up. At the end it checks that the agent's count, the sum of its script
+rows, and its assignment's count (the assigned script's row) equal the outcomes the writers
+were told were recorded. The machine is shared with other builds and
 tests: absolute numbers swing by 2x between runs (the disk's fsync latency even more); only
 same-run ratios mean anything.
 """
@@ -213,13 +248,17 @@ group commit takes over.
 
 What makes ingestion fast (`operator/agent_registry/registry/hotpath.py`, `pgfast.py`,
 `coalescing.py`):
-- A batch changes one row. The open assignment's counters live on the agent row
-  (`current_*`), so a batch is a single-row `UPDATE ... SET n = n + :k`, like pgbench's.
-- On PostgreSQL it is ONE statement in autocommit mode (the batch id is inserted by a
-  data-modifying CTE joined to the UPDATE), so the row lock is never held across a client
-  round trip; it runs as a server-side prepared statement on raw psycopg connections,
-  bypassing SQLAlchemy's async engine (measured 1.3 ms of client CPU per call through it,
-  0.2-0.3 ms now).
+- A batch changes the agent row and one row per script it ran. The open assignment's
+  counters live on the agent row (`current_*`, counting only its own script's outcomes), so a
+  batch is a single-row `UPDATE ... SET n = n + :k` on the agent, like pgbench's, plus an
+  upsert of its scripts' rows (`agent_revision_stats`).
+- On PostgreSQL it is ONE statement in autocommit mode (data-modifying CTEs: the batch id
+  insert, the agent UPDATE, the script rows' upsert from the batch's groups passed as arrays),
+  so the row locks are never held across a client round trip; it runs as a server-side
+  prepared statement on raw psycopg connections, bypassing SQLAlchemy's async engine
+  (measured 1.3 ms of client CPU per call through it, 0.2-0.3 ms now). Which scripts were
+  delivered to the agent (outcomes of any other are refused) is cached in the process: no
+  extra round trip per batch.
 - Concurrent `record_task` calls for the same agent are group-committed: those arriving while
   a write is in flight are written together by the next one (each caller still returns only
   after its own outcome is committed). So `record_task` scales with writers; pgbench's hot row
@@ -247,20 +286,15 @@ def measure(settings: str, writer_counts: list[int], seconds: float) -> list[dic
         counted = 0
         for writers in writer_counts:
             tps = pgbench_tps(server, "pgbench", writers, seconds)
-            single, n_single = registry_rate(url, "record_task", writers, seconds)
-            batched, n_batched = registry_rate(url, "record_tasks", writers, seconds)
-            counted += n_single + n_batched
-            row = {
-                "settings": settings,
-                "writers": writers,
-                "pgbench_tps": tps,
-                "record_task_per_s": single,
-                "record_tasks_per_s": batched,
-            }
+            row: dict[str, Any] = {"settings": settings, "writers": writers, "pgbench_tps": tps}
+            for mode in MODES:
+                rate, written = registry_rate(url, mode, writers, seconds)
+                row[f"{mode}_per_s"] = rate
+                counted += written
             rows.append(row)
             print(json.dumps(row), flush=True)
         total = asyncio.run(verify(url, counted))
-        print(f"verified: {total} outcomes counted on agent and assignment alike", flush=True)
+        print(f"verified: {total} outcomes counted on agent, scripts and assignment", flush=True)
     finally:
         server.destroy()
     return rows
@@ -298,18 +332,21 @@ def render(tables: dict[str, list[dict[str, Any]]], seconds: float) -> str:
             f"**{title}** (`--settings {name}`: {detail})",
             "",
             "| writers | pgbench hot-row UPDATE TPS | record_task outcomes/s (ratio) "
-            "| record_tasks x100 outcomes/s (ratio) |",
-            "|---:|---:|---:|---:|",
+            "| record_tasks x100 outcomes/s (ratio) "
+            "| record_tasks x100, named scripts, 10% canary, outcomes/s (ratio) |",
+            "|---:|---:|---:|---:|---:|",
         ]
         for r in rows:
             base = r["pgbench_tps"]
             single, batched = r["record_task_per_s"], r["record_tasks_per_s"]
+            named = r["record_tasks_sha_per_s"]
             lines.append(
                 f"| {r['writers']} | {base:,.0f} | {single:,.0f} ({single / base:.2f}x) "
-                f"| {batched:,.0f} ({batched / base:.1f}x) |"
+                f"| {batched:,.0f} ({batched / base:.1f}x) | {named:,.0f} ({named / base:.1f}x) |"
             )
-            if batched < 50_000:
-                misses.append(f"record_tasks, {title}, {r['writers']} writers")
+            for mode, rate in (("record_tasks", batched), ("record_tasks (named)", named)):
+                if rate < 50_000:
+                    misses.append(f"{mode}, {title}, {r['writers']} writers")
             if single < 0.5 * base:
                 misses.append(f"record_task, {title}, {r['writers']} writer(s)")
     lines += [
