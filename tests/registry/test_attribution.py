@@ -339,3 +339,47 @@ async def test_revision_stats_and_agent_revision_stats_filters(
     ]
     listed_agents = await registry.agent_revision_stats(agent_ids=["two/z"], namespace="two")
     assert [(r.agent_id, r.tasks, r.successes) for r in listed_agents] == [("two/z", 2, 2)]
+
+
+async def test_a_script_counts_across_all_its_assignments(
+    registry: RegistryService, scripts: Scripts
+) -> None:
+    """A -> B -> A: while an assignment is open its counts are on the agent row, folded into
+    the script's row when it closes; every read shows the script's whole count meanwhile."""
+    a, b = scripts.a.script_sha256, scripts.b.script_sha256
+    t0 = datetime.now(UTC) - timedelta(hours=2)
+    t1 = t0 + timedelta(hours=1)
+    await registry.assign_behavior("ns/agent", scripts.a.id)
+    first = TaskOutcome(success=True, finished_at=t0, behavior_sha256=a)
+    await registry.record_tasks("ns/agent", [first, first])
+    await registry.assign_behavior("ns/agent", scripts.b.id)
+    await registry.record_tasks("ns/agent", [ran(b, False)])
+    await registry.assign_behavior("ns/agent", scripts.a.id)
+    last = TaskOutcome(success=False, finished_at=t1, behavior_sha256=a)
+    await registry.record_tasks("ns/agent", [last])
+
+    stats = await rows(registry, "ns/agent")
+    assert (stats[a].tasks, stats[a].successes) == (3, 2)
+    assert (stats[b].tasks, stats[b].successes) == (1, 0)
+    assert [h.tasks_completed for h in await registry.assignment_history("ns/agent")] == [1, 1, 2]
+    summed = await registry.revision_stats(behavior_id=scripts.a.id)
+    assert [(r.agents, r.tasks, r.successes) for r in summed] == [(1, 3, 2)]
+    # Task times from both parts: the folded assignment's first, the open one's last.
+    assert (stats[a].first_task_at, stats[a].last_task_at) == (t0, t1)
+    assert (summed[0].first_task_at, summed[0].last_task_at) == (t0, t1)
+
+
+async def test_the_current_script_keeps_its_assignments_label(
+    registry: RegistryService, scripts: Scripts
+) -> None:
+    """allow_scripts naming the current script under another revision (a revert makes two
+    revisions of one script) leaves its label to the open assignment."""
+    a1 = scripts.a
+    await registry.create_behavior("a", "dev", SCRIPT_A + "\n-- v2")
+    a3 = await registry.create_behavior("a", "dev", SCRIPT_A)
+    await registry.assign_behavior("ns/agent", a1.id)  # revision 3
+    await registry.allow_scripts("ns/agent", [ScriptRef(a1.id, 1, a1.script_sha256)])
+    await registry.record_tasks("ns/agent", [ran(a1.script_sha256)])
+    assert (await rows(registry, "ns/agent"))[a3.script_sha256].revision == 3
+    summed = await registry.revision_stats(behavior_id=a1.id)
+    assert [(r.revision, r.agents, r.tasks) for r in summed] == [(3, 1, 1)]

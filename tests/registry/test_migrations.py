@@ -71,7 +71,7 @@ def test_upgrade_downgrade_upgrade(empty_url: str) -> None:
     assert _tables(empty_url) == set()
     migrate(empty_url)
     assert _tables(empty_url) == TABLES
-    assert current_revision(empty_url) == "0003"
+    assert current_revision(empty_url) == "0004"
     downgrade(empty_url, "base")
     assert _tables(empty_url) == set()
     assert current_revision(empty_url) is None
@@ -107,7 +107,7 @@ def test_cli_upgrade_and_downgrade(empty_url: str) -> None:
     runner = CliRunner()
     result = runner.invoke(migrate_command, ["--database-url", empty_url])
     assert result.exit_code == 0, result.output
-    assert "at revision 0003" in result.output
+    assert "at revision 0004" in result.output
     assert _tables(empty_url) == TABLES
     result = runner.invoke(migrate_command, ["--database-url", empty_url, "--downgrade", "base"])
     assert result.exit_code == 0, result.output
@@ -192,10 +192,11 @@ def _rows(url: str, sql: str) -> list[tuple[object, ...]]:
         engine.dispose()
 
 
-def test_0003_backfills_script_rows_from_the_history(empty_url: str) -> None:
-    """An agent that ran A, then B, then A again (open): A's row sums its closed assignment
-    and the open one's counters (on the agent row), labelled by the latest assignment; B's
-    row has B's closed counts. An agent never assigned gets neither a row nor a script."""
+def test_0003_and_0004_backfill_script_rows_from_the_history(empty_url: str) -> None:
+    """An agent that ran A, then B, then A again (open). 0003: A's row sums its closed
+    assignment and the open one's counters (on the agent row), labelled by the latest
+    assignment; B's row has B's closed counts; an agent never assigned gets neither a row
+    nor a script. 0004: the open assignment's counts are the agent's alone again."""
     migrate(empty_url, "0002")
     behavior = "0" * 31 + "1"  # a Uuid as SQLite stores it (hex); PostgreSQL parses it too
     agent = (
@@ -290,7 +291,7 @@ def test_0003_backfills_script_rows_from_the_history(empty_url: str) -> None:
             },
         ),
     )
-    migrate(empty_url)
+    migrate(empty_url, "0003")
     assert _rows(
         empty_url, "SELECT agent_id, current_sha256 FROM agent_registry ORDER BY agent_id"
     ) == [("ns/idle", None), ("ns/x", SHA_A)]
@@ -308,6 +309,20 @@ def test_0003_backfills_script_rows_from_the_history(empty_url: str) -> None:
         empty_url, "SELECT delivered_at FROM agent_revision_stats ORDER BY script_sha256"
     )
     assert [str(d[0])[:10] for d in delivered] == ["2026-11-01", "2026-11-02"]
+
+    # 0004: the open assignment's counts (5 tasks, 4 successes) leave A's row; they stay on
+    # the agent row until the assignment closes.
+    migrate(empty_url)
+    assert _rows(
+        empty_url, "SELECT agent_id, current_revision FROM agent_registry ORDER BY agent_id"
+    ) == [("ns/idle", None), ("ns/x", 3)]
+    counts = (
+        "SELECT script_sha256, tasks, successes, timed_tasks, total_response_time_ms"
+        " FROM agent_revision_stats ORDER BY script_sha256"
+    )
+    assert _rows(empty_url, counts) == [(SHA_A, 10, 7, 8, 80.0), (SHA_B, 3, 0, 3, 30.0)]
+    downgrade(empty_url, "0003")
+    assert _rows(empty_url, counts) == [(SHA_A, 15, 11, 13, 130.0), (SHA_B, 3, 0, 3, 30.0)]
     downgrade(empty_url, "0002")
     assert "current_sha256" not in _agent_columns(empty_url)
     assert "agent_revision_stats" not in _tables(empty_url)

@@ -118,25 +118,22 @@ async def test_a_batch_waiting_for_a_switch_counts_for_the_new_assignment(
     await registry.allow_scripts("ns/a", [ScriptRef(b.id, 1, b.script_sha256)])
     await registry.record_tasks("ns/a", [(True, 1.0)])  # delivered scripts cached, warm
 
+    # One batch of each statement shape: several scripts named, none, one.
     named: list[TaskOutcome | tuple[bool, float]] = [ran(a.script_sha256)] * 3
     named += [ran(b.script_sha256)] * 2
     unnamed: list[TaskOutcome | tuple[bool, float]] = [(True, 1.0)] * 4
-    assert await _batches_behind_a_switch(postgres_url, registry, b.id, [named, unnamed]) == [
-        5,
-        4,
-    ]
-    assert await _batches_behind_a_switch(postgres_url, registry, c.id, [unnamed, named]) == [
-        4,
-        5,
-    ]
+    only_b: list[TaskOutcome | tuple[bool, float]] = [ran(b.script_sha256)] * 2
+    batches = [named, unnamed, only_b]
+    assert await _batches_behind_a_switch(postgres_url, registry, b.id, batches) == [5, 4, 2]
+    assert await _batches_behind_a_switch(postgres_url, registry, c.id, batches) == [5, 4, 2]
 
     on_c, on_b, on_a = await registry.assignment_history("ns/a")
     assert (on_a.script_sha256, on_a.tasks_completed) == (a.script_sha256, 1)
-    assert (on_b.script_sha256, on_b.tasks_completed) == (b.script_sha256, 2 + 4)
+    assert (on_b.script_sha256, on_b.tasks_completed) == (b.script_sha256, 2 + 4 + 2)
     assert (on_c.script_sha256, on_c.tasks_completed) == (c.script_sha256, 4)
     stats = {r.script_sha256: r.tasks for r in await registry.agent_revision_stats()}
-    assert stats == {a.script_sha256: 7, b.script_sha256: 2 + 4 + 2, c.script_sha256: 4}
-    assert (await registry.get_by_agent_id("ns/a")).tasks_completed == 19
+    assert stats == {a.script_sha256: 1 + 3 + 3, b.script_sha256: 8 + 2 + 2, c.script_sha256: 4}
+    assert (await registry.get_by_agent_id("ns/a")).tasks_completed == 23
 
 
 async def test_concurrent_batches_deliveries_and_switches_lose_nothing(

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Row, insert, or_, select, tuple_, update
+from sqlalchemy import Row, case, insert, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -93,6 +93,40 @@ def _deliver(db: Database, agent_id: str, refs: Sequence[ScriptRef], now: dateti
     )
 
 
+def _earliest(column: Any, value: datetime | None) -> Any:
+    return (
+        column
+        if value is None
+        else case((column.is_(None) | (column > value), value), else_=column)
+    )
+
+
+def _latest(column: Any, value: datetime | None) -> Any:
+    return (
+        column
+        if value is None
+        else case((column.is_(None) | (column < value), value), else_=column)
+    )
+
+
+def _fold(agent: Row[Any]) -> Any:
+    """Add the agent's current_* (its current script's counts while the assignment was
+    open) to that script's row. Under the agent row's lock: nothing else writes either."""
+    return (
+        update(_R)
+        .where(_R.c.agent_id == agent.agent_id, _R.c.script_sha256 == agent.current_sha256)
+        .values(
+            tasks=_R.c.tasks + agent.current_tasks_completed,
+            successes=_R.c.successes + agent.current_successes,
+            timed_tasks=_R.c.timed_tasks + agent.current_timed_tasks,
+            total_response_time_ms=_R.c.total_response_time_ms
+            + agent.current_total_response_time_ms,
+            first_task_at=_earliest(_R.c.first_task_at, agent.current_first_task_at),
+            last_task_at=_latest(_R.c.last_task_at, agent.current_last_task_at),
+        )
+    )
+
+
 async def assign(
     db: Database,
     delivered: DeliveredScripts,
@@ -125,6 +159,9 @@ async def assign(
             and (source is None or current.source == source)
         ):
             return open_assignment_record(current._mapping, agent._mapping), False
+        if agent.current_sha256 is not None:
+            # The open assignment's counts were its script's too: into that script's row.
+            await conn.execute(_fold(agent))
         if current is not None:
             notes = outcome_notes(
                 tasks=agent.current_tasks_completed,
@@ -168,6 +205,9 @@ async def assign(
                 behavior_id=behavior_id,
                 behavior_assigned_at=now,
                 current_sha256=sha,
+                current_revision=revision,
+                current_first_task_at=None,
+                current_last_task_at=None,
                 updated_at=now,
                 **dict.fromkeys(CURRENT.values(), 0),
             )
@@ -186,7 +226,9 @@ async def allow_scripts(
     if not refs:
         return
     async with db.write("allow_scripts") as conn:
-        await agent_row(db, conn, agent_id)  # AgentNotFound rather than a foreign key error
+        # Locked like every writer of script rows (see hotpath.py). The current script is
+        # labelled by its assignment (the reads add the agent's counts under that label).
+        agent = await agent_row(db, conn, agent_id, lock=True)
         wanted = {(ref.behavior_id, ref.revision) for ref in refs}
         stmt = select(_V.c.behavior_id, _V.c.revision, _V.c.script_sha256).where(
             tuple_(_V.c.behavior_id, _V.c.revision).in_(wanted)
@@ -200,7 +242,9 @@ async def allow_scripts(
                 raise ValueError(
                     f"{ref.behavior_id} revision {ref.revision} has script {sha}, not {ref.sha256}"
                 )
-        await conn.execute(_deliver(db, agent_id, refs, utcnow()))
+        others = [ref for ref in refs if ref.sha256 != agent.current_sha256]
+        if others:
+            await conn.execute(_deliver(db, agent_id, others, utcnow()))
     for ref in refs:
         delivered.delivered(agent_id, ref.sha256, current=False)
 

@@ -1,28 +1,35 @@
 """The task-outcome write path: the statements record_tasks runs, built once.
 
-A batch changes the agent's row and, per script in the batch, that script's row in
-agent_revision_stats. Counters are updated with arithmetic on the current values
-(`n = n + :k`), never with values computed in Python from a read, so concurrent writers
-serialize on the row locks and none is lost.
+A batch changes the agent's row and, for outcomes of scripts other than the agent's current
+one, those scripts' rows in agent_revision_stats. Counters are updated with arithmetic on
+the current values (`n = n + :k`), never with values computed in Python from a read, so
+concurrent writers serialize on the row locks and none is lost.
 
 Attribution (see stats.attribute): the batch arrives split into per-script groups; a group
 whose sha256 is NULL is the agent's current script. The agent's lifetime counters take every
-group; its `current_*` counters (the open assignment's) only the groups of
-`current_sha256`, compared inside the statement that holds the agent row's lock, so a
-concurrent assign_behavior (which changes current_sha256 under the same lock) cannot make a
-batch count for the wrong assignment.
+group. The current script's group goes to the agent's `current_*` (the open assignment's
+counters, which also stand for the current script until assign_behavior folds them into its
+row, see models.py); every other group to its script's row. Which group is current is
+decided by comparing with `current_sha256` inside the statement that holds the agent row's
+lock, so a concurrent assign_behavior (which changes it under the same lock) cannot make a
+batch count for the wrong assignment. The common batch, all of the current script, thus
+writes one row, as before attribution.
 
-Lock order: the agent row first, then the script rows in sha256 order, in every writer
-(assign_behavior and allow_scripts too; an upsert locks the rows it conflicts with even when
-it changes nothing), so no two writers wait on each other crosswise.
+Every writer of script rows (this, assign_behavior, allow_scripts) holds the agent row's
+lock first, so they never wait on each other crosswise. The script rows this statement
+writes existed before it started (a script is known delivered before the statement runs,
+and rows are never deleted), so a plain UPDATE finds them in its snapshot.
 
 PostgreSQL: one statement in autocommit mode, so the row locks are held only while the
 server runs it and commits, never across a client round trip (as in pgbench's hot-row
 UPDATE). Data-modifying CTEs: with a batch id, `new_batch` first inserts the id into
 processed_report_batches (ON CONFLICT DO NOTHING; only if the agent exists) and the agent
 UPDATE runs only if that insert happened; `agent` updates the agent row and returns the
-current_sha256 it saw under the lock; `per_script` adds each group to its script's row,
-NULL groups going to that current_sha256. The groups travel as parallel arrays (unnest).
+current_sha256 it saw under the lock; `per_script` adds the other groups to their rows.
+Three shapes, by what the batch holds: only the current script's outcomes (no script named:
+the statement of before attribution, nothing to compare), one named script (compared with
+CASE on scalar parameters), several (groups as parallel arrays, unnest). Arrays and
+subqueries cost a quarter of a batch's server time, so the common shapes avoid them.
 Written as SQL text: arrays, unnest and the CTE chain read better than their Core forms.
 
 SQLite: the same effect as statements in one BEGIN IMMEDIATE transaction (SQLite has no DML
@@ -34,7 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import (
     ColumnElement,
@@ -56,7 +63,41 @@ _A = AGENTS
 _B = BATCHES
 _R = REVISION_STATS
 
+Shape = Literal["current", "one", "many"]
+
 # -- PostgreSQL -----------------------------------------------------------------------------
+
+_LIFETIME = [
+    "tasks_completed = a.tasks_completed + %(p_tasks)s::bigint",
+    "successes = a.successes + %(p_successes)s::bigint",
+    "timed_tasks = a.timed_tasks + %(p_timed)s::bigint",
+    "total_response_time_ms = a.total_response_time_ms + %(p_total_ms)s::float8",
+    "cycles_completed = a.cycles_completed + %(p_cycles)s::bigint",
+    # consecutive = previous * keep + trailing (keep = 0 when the batch had a success)
+    "consecutive_failures = a.consecutive_failures * %(p_keep_failures)s::bigint"
+    " + %(p_trailing_failures)s::bigint",
+    # GREATEST/LEAST ignore NULLs: a NULL parameter keeps the column.
+    "last_task_at = GREATEST(a.last_task_at, %(p_last_task_at)s::timestamptz)",
+    "last_success_at = GREATEST(a.last_success_at, %(p_last_success_at)s::timestamptz)",
+    "last_failure_at = GREATEST(a.last_failure_at, %(p_last_failure_at)s::timestamptz)",
+    "updated_at = %(p_now)s::timestamptz",
+]
+
+# The current script's counters, and what a batch that is all its own adds to them.
+_CURRENT = (
+    ("current_tasks_completed", "a.current_tasks_completed + %(p_tasks)s::bigint"),
+    ("current_successes", "a.current_successes + %(p_successes)s::bigint"),
+    ("current_timed_tasks", "a.current_timed_tasks + %(p_timed)s::bigint"),
+    (
+        "current_total_response_time_ms",
+        "a.current_total_response_time_ms + %(p_total_ms)s::float8",
+    ),
+    ("current_first_task_at", "LEAST(a.current_first_task_at, %(p_first_at)s::timestamptz)"),
+    (
+        "current_last_task_at",
+        "GREATEST(a.current_last_task_at, %(p_last_task_at)s::timestamptz)",
+    ),
+)
 
 _GROUP_ARRAYS = (
     ("g_sha", "varchar", "sha"),
@@ -73,38 +114,30 @@ _GROUPS = "unnest({}) AS g({})".format(
 )
 
 
-def _current_add(column: str, param: str, cast: str) -> str:
-    # A scalar subquery over the parameters only (no CTE): when the UPDATE waits for the row
-    # lock, PostgreSQL re-evaluates SET against the newest row version (EvalPlanQual), and
-    # this subquery then sees the current_sha256 of that version.
-    return (
-        f"{column} = a.{column} + COALESCE((SELECT sum(g.n) "
-        f"FROM unnest(%(g_sha)s::varchar[], %({param})s::{cast}[]) AS g(sha, n) "
-        "WHERE g.sha IS NULL OR g.sha = a.current_sha256), 0)"
-    )
-
-
-_AGENT_SET = ",\n        ".join(
-    [
-        "tasks_completed = a.tasks_completed + %(p_tasks)s::bigint",
-        "successes = a.successes + %(p_successes)s::bigint",
-        "timed_tasks = a.timed_tasks + %(p_timed)s::bigint",
-        "total_response_time_ms = a.total_response_time_ms + %(p_total_ms)s::float8",
-        _current_add("current_tasks_completed", "g_tasks", "int"),
-        _current_add("current_successes", "g_successes", "int"),
-        _current_add("current_timed_tasks", "g_timed", "int"),
-        _current_add("current_total_response_time_ms", "g_total_ms", "float8"),
-        "cycles_completed = a.cycles_completed + %(p_cycles)s::bigint",
-        # consecutive = previous * keep + trailing (keep = 0 when the batch had a success)
-        "consecutive_failures = a.consecutive_failures * %(p_keep_failures)s::bigint"
-        " + %(p_trailing_failures)s::bigint",
-        # GREATEST/LEAST ignore NULLs: a NULL parameter keeps the column.
-        "last_task_at = GREATEST(a.last_task_at, %(p_last_task_at)s::timestamptz)",
-        "last_success_at = GREATEST(a.last_success_at, %(p_last_success_at)s::timestamptz)",
-        "last_failure_at = GREATEST(a.last_failure_at, %(p_last_failure_at)s::timestamptz)",
-        "updated_at = %(p_now)s::timestamptz",
+def _current_set(shape: Shape) -> list[str]:
+    if shape == "current":
+        return [f"{column} = {added}" for column, added in _CURRENT]
+    if shape == "one":
+        # Current or not is decided on the locked row's version: when the UPDATE waits for
+        # the lock, PostgreSQL re-evaluates SET against the newest row version
+        # (EvalPlanQual), so this compares with the current_sha256 of that one.
+        mine = "a.current_sha256 = %(g_sha)s::varchar"
+        return [
+            f"{column} = CASE WHEN {mine} THEN {added} ELSE a.{column} END"
+            for column, added in _CURRENT
+        ]
+    # One subquery over the parameters only (no CTE, for the same recheck) sets all six.
+    columns = ", ".join(column for column, _ in _CURRENT)
+    return [
+        f"({columns}) = (SELECT a.current_tasks_completed + COALESCE(sum(g.tasks), 0), "
+        "a.current_successes + COALESCE(sum(g.successes), 0), "
+        "a.current_timed_tasks + COALESCE(sum(g.timed), 0), "
+        "a.current_total_response_time_ms + COALESCE(sum(g.total_ms), 0), "
+        "LEAST(a.current_first_task_at, min(g.first_at)), "
+        "GREATEST(a.current_last_task_at, max(g.last_at)) "
+        f"FROM {_GROUPS} WHERE g.sha IS NULL OR g.sha = a.current_sha256)"
     ]
-)
+
 
 _NEW_BATCH = """new_batch AS (
     INSERT INTO processed_report_batches (batch_id, agent_id, recorded, processed_at)
@@ -115,60 +148,77 @@ _NEW_BATCH = """new_batch AS (
     RETURNING batch_id
 ), """
 
-# An upsert, not an UPDATE: a batch that waited for the agent row's lock while
-# assign_behavior switched to a script delivered for the first time must count for it, and
-# that script's row was committed after this statement's snapshot, invisible to an UPDATE;
-# ON CONFLICT finds it anyway. The row always exists (a script is known delivered before
-# the statement starts, and the current script's row commits with the assignment), so the
-# insert branch never runs; its label is the nil behavior id, which the foreign key
-# refuses, so a broken invariant fails the batch instead of making up a row.
-_PER_SCRIPT = f"""per_script AS (
-    INSERT INTO agent_revision_stats AS s (agent_id, script_sha256, behavior_id, revision,
-        tasks, successes, timed_tasks, total_response_time_ms, first_task_at, last_task_at,
-        delivered_at)
-    SELECT %(p_agent_id)s::varchar, t.sha, '00000000-0000-0000-0000-000000000000'::uuid, 0,
-        t.tasks, t.successes, t.timed, t.total_ms, t.first_at, t.last_at, %(p_now)s::timestamptz
+_SCRIPT_SET = """
+        tasks = s.tasks + t.tasks,
+        successes = s.successes + t.successes,
+        timed_tasks = s.timed_tasks + t.timed,
+        total_response_time_ms = s.total_response_time_ms + t.total_ms,
+        first_task_at = LEAST(s.first_task_at, t.first_at),
+        last_task_at = GREATEST(s.last_task_at, t.last_at)"""
+
+# The groups that are not the current script's, each added to its row. `FROM agent`: only
+# once the agent row is locked, and compared with the current_sha256 seen under that lock.
+_PER_SCRIPT: dict[Shape, str] = {
+    "current": "",
+    "one": f""", per_script AS (
+    UPDATE agent_revision_stats AS s SET{_SCRIPT_SET}
     FROM (
-        SELECT COALESCE(g.sha, agent.current_sha256) AS sha, sum(g.tasks) AS tasks,
-            sum(g.successes) AS successes, sum(g.timed) AS timed, sum(g.total_ms) AS total_ms,
-            min(g.first_at) AS first_at, max(g.last_at) AS last_at
-        FROM agent, {_GROUPS}
-        GROUP BY 1
+        SELECT %(g_sha)s::varchar AS sha, %(p_tasks)s::bigint AS tasks,
+            %(p_successes)s::bigint AS successes, %(p_timed)s::bigint AS timed,
+            %(p_total_ms)s::float8 AS total_ms, %(p_first_at)s::timestamptz AS first_at,
+            %(p_last_task_at)s::timestamptz AS last_at
+        FROM agent WHERE agent.current_sha256 IS DISTINCT FROM %(g_sha)s::varchar
     ) AS t
-    ORDER BY t.sha COLLATE "C"
-    ON CONFLICT (agent_id, script_sha256) DO UPDATE SET
-        tasks = s.tasks + EXCLUDED.tasks,
-        successes = s.successes + EXCLUDED.successes,
-        timed_tasks = s.timed_tasks + EXCLUDED.timed_tasks,
-        total_response_time_ms = s.total_response_time_ms + EXCLUDED.total_response_time_ms,
-        first_task_at = LEAST(s.first_task_at, EXCLUDED.first_task_at),
-        last_task_at = GREATEST(s.last_task_at, EXCLUDED.last_task_at)
+    WHERE s.agent_id = %(p_agent_id)s::varchar AND s.script_sha256 = t.sha
     RETURNING 1
-)"""
+)""",
+    "many": f""", per_script AS (
+    UPDATE agent_revision_stats AS s SET{_SCRIPT_SET}
+    FROM (
+        -- One group per script (the NULL one is the current script's, not written here).
+        SELECT g.sha, g.tasks, g.successes, g.timed, g.total_ms, g.first_at, g.last_at
+        FROM agent, {_GROUPS}
+        WHERE g.sha IS NOT NULL AND g.sha IS DISTINCT FROM agent.current_sha256
+    ) AS t
+    WHERE s.agent_id = %(p_agent_id)s::varchar AND s.script_sha256 = t.sha
+    RETURNING 1
+)""",
+}
 
 
-def _postgres(*, batched: bool) -> str:
+def _postgres(shape: Shape, *, batched: bool) -> str:
     # `FROM new_batch` (a join), not WHERE EXISTS (SELECT FROM new_batch): when the UPDATE
     # waits for the row lock, PostgreSQL rechecks the newest row version (EvalPlanQual) and
     # in that recheck an EXISTS over a data-modifying CTE comes back empty, silently skipping
-    # the update; a joined CTE row is carried into the recheck (ROW_MARK_COPY).
+    # the update; a joined CTE row is carried into the recheck (ROW_MARK_COPY). The same
+    # holds for per_script's FROM subquery over `agent`.
+    sets = ",\n        ".join(_LIFETIME + _current_set(shape))
     return (
         "WITH "
         + (_NEW_BATCH if batched else "")
         + f"""agent AS (
     UPDATE agent_registry AS a SET
-        {_AGENT_SET}
+        {sets}
     {"FROM new_batch " if batched else ""}WHERE a.agent_id = %(p_agent_id)s::varchar
     RETURNING a.id, a.current_sha256
-), {_PER_SCRIPT}
+){_PER_SCRIPT[shape]}
 SELECT id FROM agent"""
     )
 
 
-# Without a batch id (record_task): RETURNING tells whether the agent exists.
-POSTGRES_PLAIN = _postgres(batched=False)
-# With a batch id: no row when the agent is missing or the batch was counted before.
-POSTGRES_BATCHED = _postgres(batched=True)
+# By shape and whether the batch has an id: without one (record_task), RETURNING tells
+# whether the agent exists; with one, no row also when the batch was counted before.
+POSTGRES: dict[tuple[Shape, bool], str] = {
+    (shape, batched): _postgres(shape, batched=batched)
+    for shape in ("current", "one", "many")
+    for batched in (False, True)
+}
+
+
+def shape_of(groups: Sequence[ScriptGroup]) -> Shape:
+    if all(g.sha256 is None for g in groups):
+        return "current"  # no script named (or no outcome): all the current script's
+    return "one" if len(groups) == 1 else "many"
 
 
 def _effect_params(effect: BatchEffect, cycles: int, now: datetime) -> dict[str, Any]:
@@ -187,28 +237,50 @@ def _effect_params(effect: BatchEffect, cycles: int, now: datetime) -> dict[str,
     }
 
 
-def postgres_params(
+def _array(items: Sequence[object]) -> str:
+    """A PostgreSQL array literal, e.g. {1,NULL,2}. The groups go as text that the server
+    parses through the statement's casts: psycopg's adaptation of Python lists (element type
+    inference per call) cost 0.3 ms of client CPU per batch, half a single writer's rate.
+    Elements are hex digests, numbers and ISO timestamps: no quoting or escaping needed."""
+    return "{" + ",".join("NULL" if item is None else str(item) for item in items) + "}"
+
+
+def _times(items: Sequence[datetime | None]) -> str:
+    return _array([None if at is None else at.isoformat() for at in items])
+
+
+def postgres_statement(
     agent_id: str,
     attribution: Attribution,
     cycles: int,
     now: datetime,
     batch_id: Any = None,
-) -> dict[str, Any]:
+) -> tuple[str, dict[str, Any]]:
+    """The statement for this batch, and its parameters."""
     groups = attribution.groups
+    shape = shape_of(groups)
     values = {
         "p_agent_id": agent_id,
         **_effect_params(attribution.effect, cycles, now),
-        "g_sha": [g.sha256 for g in groups],
-        "g_tasks": [g.tasks for g in groups],
-        "g_successes": [g.successes for g in groups],
-        "g_timed": [g.timed_tasks for g in groups],
-        "g_total_ms": [g.total_response_time_ms for g in groups],
-        "g_first_at": [g.first_task_at for g in groups],
-        "g_last_at": [g.last_task_at for g in groups],
+        "p_first_at": min(
+            (g.first_task_at for g in groups if g.first_task_at is not None), default=None
+        ),
     }
+    if shape == "one":
+        values["g_sha"] = groups[0].sha256
+    elif shape == "many":
+        values |= {
+            "g_sha": _array([g.sha256 for g in groups]),
+            "g_tasks": _array([g.tasks for g in groups]),
+            "g_successes": _array([g.successes for g in groups]),
+            "g_timed": _array([g.timed_tasks for g in groups]),
+            "g_total_ms": _array([repr(g.total_response_time_ms) for g in groups]),
+            "g_first_at": _times([g.first_task_at for g in groups]),
+            "g_last_at": _times([g.last_task_at for g in groups]),
+        }
     if batch_id is not None:
         values |= {"p_batch_id": batch_id, "p_recorded": attribution.recorded}
-    return values
+    return POSTGRES[(shape, batch_id is not None)], values
 
 
 # -- SQLite ---------------------------------------------------------------------------------
@@ -255,6 +327,8 @@ SQLITE_AGENT_UPDATE: Update = (
         current_successes=_add(_A.c.current_successes, "p_cur_successes"),
         current_timed_tasks=_add(_A.c.current_timed_tasks, "p_cur_timed"),
         current_total_response_time_ms=_add(_A.c.current_total_response_time_ms, "p_cur_total_ms"),
+        current_first_task_at=_earliest(_A.c.current_first_task_at, "p_cur_first_at"),
+        current_last_task_at=_latest(_A.c.current_last_task_at, "p_cur_last_at"),
         cycles_completed=_add(_A.c.cycles_completed, "p_cycles"),
         consecutive_failures=_A.c.consecutive_failures * bindparam("p_keep_failures")
         + bindparam("p_trailing_failures"),
@@ -332,15 +406,22 @@ def _max(a: datetime | None, b: datetime | None) -> datetime | None:
     return b if a is None else a if b is None else max(a, b)
 
 
+def split_current(
+    groups: Sequence[ScriptGroup], current: str | None
+) -> tuple[ScriptGroup | None, list[ScriptGroup]]:
+    """The current script's group (for the agent's current_*) and the others (for their
+    rows), of groups resolved by resolved_groups."""
+    mine = next((g for g in groups if current is not None and g.sha256 == current), None)
+    return mine, [g for g in groups if g is not mine]
+
+
 def sqlite_agent_params(
     agent_id: str,
     attribution: Attribution,
-    groups: Sequence[ScriptGroup],
-    current: str | None,
+    mine: ScriptGroup | None,
     cycles: int,
     now: datetime,
 ) -> dict[str, Any]:
-    mine = next((g for g in groups if g.sha256 is not None and g.sha256 == current), None)
     return {
         "p_agent_id": agent_id,
         **_effect_params(attribution.effect, cycles, now),
@@ -348,6 +429,8 @@ def sqlite_agent_params(
         "p_cur_successes": mine.successes if mine else 0,
         "p_cur_timed": mine.timed_tasks if mine else 0,
         "p_cur_total_ms": mine.total_response_time_ms if mine else 0.0,
+        "p_cur_first_at": mine.first_task_at if mine else None,
+        "p_cur_last_at": mine.last_task_at if mine else None,
     }
 
 
@@ -368,14 +451,16 @@ def sqlite_script_params(agent_id: str, groups: Sequence[ScriptGroup]) -> list[d
 
 
 __all__ = [
-    "POSTGRES_BATCHED",
-    "POSTGRES_PLAIN",
+    "POSTGRES",
     "SQLITE_AGENT_UPDATE",
     "SQLITE_BATCH_INSERT",
     "SQLITE_CURRENT",
     "SQLITE_SCRIPT_UPDATE",
-    "postgres_params",
+    "Shape",
+    "postgres_statement",
     "resolved_groups",
+    "shape_of",
+    "split_current",
     "sqlite_agent_params",
     "sqlite_script_params",
 ]

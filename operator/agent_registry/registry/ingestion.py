@@ -126,8 +126,7 @@ async def _record_postgres(
 ) -> bool:
     """Whether the batch was counted (False: counted before); AgentNotFound if missing."""
     assert db.fast is not None
-    values = hotpath.postgres_params(agent_id, attribution, cycles, now, batch_id)
-    sql = hotpath.POSTGRES_PLAIN if batch_id is None else hotpath.POSTGRES_BATCHED
+    sql, values = hotpath.postgres_statement(agent_id, attribution, cycles, now, batch_id)
     if await db.fast.fetch_one(sql, values) is not None:
         return True
     # Nothing changed: the agent does not exist, or the batch was counted before.
@@ -166,13 +165,14 @@ async def _record_sqlite(
                 return False
         current = agent.current_sha256
         groups = hotpath.resolved_groups(attribution.groups, current)
+        mine, others = hotpath.split_current(groups, current)
         await conn.execute(
             hotpath.SQLITE_AGENT_UPDATE,
-            hotpath.sqlite_agent_params(agent_id, attribution, groups, current, cycles, now),
+            hotpath.sqlite_agent_params(agent_id, attribution, mine, cycles, now),
         )
-        if groups:
+        if others:
             await conn.execute(
-                hotpath.SQLITE_SCRIPT_UPDATE, hotpath.sqlite_script_params(agent_id, groups)
+                hotpath.SQLITE_SCRIPT_UPDATE, hotpath.sqlite_script_params(agent_id, others)
             )
     return True
 

@@ -16,12 +16,18 @@ The seed's tables and indexes are kept. What changed, and why:
   records the revision and sha256 it assigned, so history says exactly which script ran.
 - At most one open assignment per agent (a partial unique index), which the hot path uses.
 - `processed_report_batches` makes reports idempotent: a batch id is counted once, ever.
-- Attribution (migration 0003): every outcome counts for the script that ran it.
+- Attribution (migrations 0003, 0004): every outcome counts for the script that ran it.
   `agent_revision_stats` has one row per (agent, script sha256) the registry delivered to
   that agent (assign_behavior, allow_scripts); rows are never deleted, so "delivered" is
   monotonic and an outcome of a script without a row is refused. The agent's `current_*`
   counters count only outcomes of `current_sha256` (the open assignment's script), decided
   under the agent row's lock, so an assignment's results are its own script's alone.
+- The current script's outcomes are counted ONLY in the agent's `current_*` (one row per
+  batch, as before attribution); its script row holds what earlier assignments of it
+  counted, and assign_behavior folds `current_*` into it when the assignment closes. A
+  script's counts are its row plus, while it is current, the agent's `current_*` (what the
+  reads return). Outcomes of any other script (a canary, late ones of a replaced script)
+  go to that script's row.
 """
 
 from __future__ import annotations
@@ -173,6 +179,11 @@ class Agent(Base):
     # Set by assign_behavior, never cleared (there is no unassign), so once an agent has it,
     # it has it for good. Migration 0003.
     current_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Its revision (of behavior_id) and the times of the tasks current_* counted: the rest
+    # of the script's counts, until they are folded into its row. Migration 0004.
+    current_revision: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    current_first_task_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    current_last_task_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     loaded_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     loaded_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # The last script the runtime refused (it keeps running the last good one); cleared by a
@@ -231,9 +242,10 @@ class Assignment(Base):
 
 
 class AgentRevisionStats(Base):
-    """Exact counts of one script on one agent. A row exists iff the registry delivered that
-    script to that agent; (behavior_id, revision) is the label it was last delivered under
-    (a script can recur: a revert makes a new revision with an older script)."""
+    """Exact counts of one script on one agent, but for the open assignment's (still on the
+    agent row while it is open). A row exists iff the registry delivered that script to that
+    agent; (behavior_id, revision) is the label it was last delivered under (a script can
+    recur: a revert makes a new revision with an older script)."""
 
     __tablename__ = "agent_revision_stats"
     __table_args__ = (

@@ -29,15 +29,24 @@ CURRENT = {
 _CURRENT_COLS = [_A.c[name] for name in CURRENT.values()]
 
 
-# The open assignment's counters an AgentRecord carries (the rest stay internal).
-_CURRENT_IN_RECORD = frozenset({"current_tasks_completed", "current_successes"})
+# Agent columns an AgentRecord leaves out: the open assignment's other counters, and what
+# stands for the current script's counts until they are folded into its row (the revision
+# stats reads add them).
+_INTERNAL = frozenset(
+    {
+        "current_timed_tasks",
+        "current_total_response_time_ms",
+        "current_revision",
+        "current_first_task_at",
+        "current_last_task_at",
+    }
+)
 
 
 def agent_record(row: Row[Any] | Mapping[str, Any]) -> AgentRecord:
     data = dict(row._mapping if isinstance(row, Row) else row)
-    for column in CURRENT.values():
-        if column not in _CURRENT_IN_RECORD:
-            data.pop(column, None)
+    for column in _INTERNAL:
+        data.pop(column, None)
     return AgentRecord.model_validate(data)
 
 
