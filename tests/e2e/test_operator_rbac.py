@@ -44,6 +44,14 @@ NAMESPACED_RULES = [
     },
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
+# With --leader-elect, in the Lease's namespace (here the served one, as in the chart's defaults).
+LEADER_ELECTION_RULES = [
+    {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "verbs": ["get", "create", "update"],
+    },
+]
 CLUSTER_RULES = [
     {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
     {
@@ -66,7 +74,7 @@ def rbac_objects(namespace: str, name: str) -> list[dict[str, Any]]:
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
             "metadata": {"name": name, "namespace": namespace},
-            "rules": NAMESPACED_RULES,
+            "rules": NAMESPACED_RULES + LEADER_ELECTION_RULES,
         },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -125,7 +133,11 @@ def test_operator_runs_with_exactly_the_documented_rbac(
     try:
         token = kubectl("create", "token", name, "--duration=1h").strip()
         kubeconfig = token_kubeconfig(kube_cluster, token, tmp_path / "operator.kubeconfig")
-        operator = operator_factory(postgres_url, start=False)
+        operator = operator_factory(
+            postgres_url,
+            start=False,
+            extra=("--leader-elect", "--leader-election-namespace", kubectl.namespace),
+        )
         operator.args[operator.args.index("--kubeconfig") + 1] = kubeconfig
         operator.env["KUBECONFIG"] = kubeconfig
         operator.start()
@@ -137,6 +149,8 @@ def test_operator_runs_with_exactly_the_documented_rbac(
             what="examples converged",
             diagnose=diagnose(kubectl, operator),
         )
+        # The Lease was taken with these rules alone (the controller runs only in the leader).
+        assert "became the leader" in operator.log_path.read_text()
         body = kubectl.get("agentbehavior", "quick")
         assert body is not None
         script = body["spec"]["lua"]["script"].replace("effort = 0.4", "effort = 0.5")

@@ -36,6 +36,11 @@ NAMESPACED: Rules = {
     ("", "events"): frozenset({"create"}),
 }
 
+# Leader election (--leader-elect): the Lease, in the release namespace only.
+LEADER_ELECTION: Rules = {
+    ("coordination.k8s.io", "leases"): frozenset({"get", "create", "update"}),
+}
+
 # Cluster-scoped, whatever the watch mode.
 CLUSTER: Rules = {
     ("authentication.k8s.io", "tokenreviews"): frozenset({"create"}),
@@ -56,7 +61,6 @@ FORBIDDEN_NAMESPACED: tuple[tuple[str, str], ...] = (
     ("apps", "daemonsets"),
     ("rbac.authorization.k8s.io", "roles"),
     ("rbac.authorization.k8s.io", "rolebindings"),
-    ("coordination.k8s.io", "leases"),
 )
 FORBIDDEN_CLUSTER: tuple[tuple[str, str], ...] = (
     ("", "nodes"),

@@ -24,7 +24,7 @@ from install.chart import (
     render,
     template_text,
 )
-from install.rbac_expectations import CLUSTER, NAMESPACED, rules_to_table
+from install.rbac_expectations import CLUSTER, LEADER_ELECTION, NAMESPACED, rules_to_table
 
 # The first helm call builds helm from the Go module proxy on a fresh machine (minutes; cached):
 # more than the suite's default per-test timeout. Every helm call has its own 300 s timeout.
@@ -50,6 +50,13 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "image": {"digest": "sha256:" + "0" * 64},
     },
 }
+
+
+def served(manifests: list[Manifest], kind: str) -> list[Manifest]:
+    """The Roles (RoleBindings) of the served namespaces: all but leader election's."""
+    return [
+        m for m in find(manifests, kind) if not m["metadata"]["name"].endswith("-leader-election")
+    ]
 
 
 def operator_container(manifests: list[Manifest]) -> dict[str, Any]:
@@ -86,6 +93,8 @@ def test_helm_lint_strict(values: dict[str, Any], tmp_path: Any) -> None:
         ({"database": {"type": "postgres"}}, "needs database.postgres.existingSecret"),
         ({"watch": {"allNamespaces": True, "namespaces": ["a"]}}, "exclusive"),
         ({"health": {"port": 8080}}, "health.port must differ"),
+        ({"replicas": 2}, "replicas > 1 needs database.type=postgres"),
+        ({**POSTGRES, "replicas": 2, "leaderElection": {"enabled": False}}, "needs leaderElection"),
     ],
 )
 def test_bad_values_are_refused_with_a_clear_message(values: dict[str, Any], error: str) -> None:
@@ -166,7 +175,7 @@ def test_postgres_url_comes_from_a_secret_and_needs_no_volume() -> None:
 
 def test_default_rbac_is_a_role_in_the_release_namespace_plus_cluster_minimum() -> None:
     manifests = render()
-    role = one(manifests, "Role")
+    (role,) = served(manifests, "Role")
     assert role["metadata"]["namespace"] == "agent-registry"
     assert rules_to_table(role["rules"]) == NAMESPACED
     (cluster_role,) = find(manifests, "ClusterRole")
@@ -185,10 +194,10 @@ def test_default_rbac_is_a_role_in_the_release_namespace_plus_cluster_minimum() 
 
 def test_listed_namespaces_get_one_role_each() -> None:
     manifests = render({"watch": {"namespaces": ["team-a", "team-b"]}})
-    roles = find(manifests, "Role")
+    roles = served(manifests, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     assert all(rules_to_table(r["rules"]) == NAMESPACED for r in roles)
-    bindings = find(manifests, "RoleBinding")
+    bindings = served(manifests, "RoleBinding")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     args = operator_container(manifests)["args"]
     assert [a for a in args if a.startswith("--namespace")] == [
@@ -200,8 +209,8 @@ def test_listed_namespaces_get_one_role_each() -> None:
 
 def test_all_namespaces_uses_a_cluster_role() -> None:
     manifests = render({"watch": {"allNamespaces": True}})
-    assert not find(manifests, "Role")
-    assert not find(manifests, "RoleBinding")
+    assert not served(manifests, "Role")
+    assert not served(manifests, "RoleBinding")
     tables = sorted((rules_to_table(r["rules"]) for r in find(manifests, "ClusterRole")), key=len)
     assert tables == sorted([CLUSTER, NAMESPACED], key=len)
     assert "--all-namespaces" in operator_container(manifests)["args"]
@@ -289,3 +298,37 @@ def test_webhook_off_by_default() -> None:
     manifests = render()
     assert not find(manifests, "ValidatingWebhookConfiguration")
     assert "--no-webhook" in operator_container(manifests)["args"]
+
+
+@pytest.mark.parametrize("values", [{}, {"watch": {"namespaces": ["team-a"]}}, POSTGRES])
+def test_leader_election_lease_role_is_in_the_release_namespace_only(
+    values: dict[str, Any],
+) -> None:
+    manifests = render(values)
+    (role,) = [r for r in find(manifests, "Role") if r not in served(manifests, "Role")]
+    assert role["metadata"]["namespace"] == "agent-registry"
+    assert rules_to_table(role["rules"]) == LEADER_ELECTION
+    (binding,) = [
+        b for b in find(manifests, "RoleBinding") if b not in served(manifests, "RoleBinding")
+    ]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    args = operator_container(manifests)["args"]
+    assert "--leader-elect" in args
+    assert flag(operator_container(manifests), "--lease-duration") == "15"
+    assert "--renew-deadline=10" in args
+
+
+def test_replicas_with_leader_election_roll_on_postgres_and_recreate_on_sqlite() -> None:
+    rolling = one(render({**POSTGRES, "replicas": 3}), "Deployment")["spec"]
+    assert rolling["replicas"] == 3
+    assert rolling["strategy"] == {"type": "RollingUpdate"}
+    single = one(render(), "Deployment")["spec"]
+    assert single["replicas"] == 1
+    assert single["strategy"] == {"type": "Recreate"}
+
+
+def test_leader_election_can_be_turned_off() -> None:
+    manifests = render({**POSTGRES, "leaderElection": {"enabled": False}})
+    assert find(manifests, "Role") == served(manifests, "Role")
+    assert "--no-leader-elect" in operator_container(manifests)["args"]
+    assert one(manifests, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}

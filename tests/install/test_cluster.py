@@ -40,6 +40,7 @@ from install.rbac_expectations import (
     CLUSTER,
     FORBIDDEN_CLUSTER,
     FORBIDDEN_NAMESPACED,
+    LEADER_ELECTION,
     NAMESPACED,
 )
 from install.test_chart import VALUE_SETS
@@ -205,6 +206,11 @@ def test_rbac_matrix_with_the_service_account_token(
     for (group, resource), verbs in CLUSTER.items():
         for verb in ALL_VERBS:
             ask(verb, group, resource, None, verb in verbs)
+    # The Lease: in the release namespace (here the served one) only, whatever the watch mode.
+    for (group, resource), verbs in LEADER_ELECTION.items():
+        for verb in ALL_VERBS:
+            ask(verb, group, resource, namespace, verb in verbs)
+            ask(verb, group, resource, other_namespace, False)
     for group, resource in FORBIDDEN_NAMESPACED:
         for verb in ("get", "list", "create", "patch", "delete"):
             ask(verb, group, resource, namespace, False)
@@ -225,7 +231,7 @@ def test_rbac_matrix_with_the_service_account_token(
         r for r in baseline if "singularity" in r or r in ("configmaps", "deployments.apps")
     }
     assert can_i_list(kubectl_path, kubeconfig, namespace) == expected_list(
-        baseline, NAMESPACED, CLUSTER
+        baseline, NAMESPACED, CLUSTER, LEADER_ELECTION
     )
     assert can_i_list(kubectl_path, kubeconfig, other_namespace) == (
         expected_list(baseline, NAMESPACED, CLUSTER)

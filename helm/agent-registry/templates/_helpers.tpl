@@ -124,6 +124,13 @@ Namespaced rules: granted per served namespace (Role) or everywhere (ClusterRole
   verbs: [create]
 {{- end }}
 
+{{/* Leader election (--leader-elect): the operator's Lease, in the release namespace only. */}}
+{{- define "agent-registry.rules.leaderElection" -}}
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  verbs: [get, create, update]
+{{- end }}
+
 {{/* Cluster-scoped rules: always a ClusterRole, whatever the watch mode. */}}
 {{- define "agent-registry.rules.cluster" -}}
 # The registry API authenticates agents' ServiceAccount tokens (TokenReview) and authorizes reads of

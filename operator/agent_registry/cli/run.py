@@ -130,6 +130,42 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./agent-registry.db"
     "the pod template's, else the one named like the Agent), or, as an opt-out, any "
     "ServiceAccount of its namespace unless spec.serviceAccountName is set.",
 )
+@click.option(
+    "--leader-elect/--no-leader-elect",
+    default=None,
+    help="Run the controller only while holding a coordination.k8s.io Lease, so that replicas "
+    "never both write; every replica serves the registry API. Default: on in a pod, off "
+    "elsewhere.",
+)
+@click.option(
+    "--leader-election-namespace",
+    default=None,
+    help="Namespace of the Lease. Default: $POD_NAMESPACE, else agent-registry.",
+)
+@click.option(
+    "--leader-election-id", default="agent-registry", show_default=True, help="Name of the Lease."
+)
+@click.option(
+    "--lease-duration",
+    type=click.FloatRange(min=1),
+    default=15.0,
+    show_default=True,
+    help="Seconds a follower waits, after the leader's last renewal it saw, before taking over.",
+)
+@click.option(
+    "--renew-deadline",
+    type=click.FloatRange(min=0.5),
+    default=10.0,
+    show_default=True,
+    help="Seconds the leader keeps trying to renew before it gives up (and exits).",
+)
+@click.option(
+    "--retry-period",
+    type=click.FloatRange(min=0.1),
+    default=2.0,
+    show_default=True,
+    help="Seconds between two acquire or renew attempts.",
+)
 @click.option("--peering", default=None, help="kopf peering name for HA (default: standalone).")
 @click.option(
     "--kubeconfig",
@@ -162,6 +198,12 @@ def command(
     delete_timeout: float,
     registry_url: str | None,
     report_auth: str,
+    leader_elect: bool | None,
+    leader_election_namespace: str | None,
+    leader_election_id: str,
+    lease_duration: float,
+    renew_deadline: float,
+    retry_period: float,
     peering: str | None,
     kubeconfig: str | None,
     verbose: bool,
@@ -170,7 +212,7 @@ def command(
     import kopf
 
     from agent_registry.controller.context import OperatorConfig
-    from agent_registry.controller.operator import build_registry, configure, memo_for
+    from agent_registry.controller.operator import build_registry, configure
 
     if namespaces and all_namespaces:
         raise click.UsageError("--namespace and --all-namespaces are exclusive")
@@ -214,16 +256,35 @@ def command(
         certfile=webhook_cert,
         keyfile=webhook_key,
     )
+    lease = None
+    if leader_elect if leader_elect is not None else "KUBERNETES_SERVICE_HOST" in os.environ:
+        from agent_registry.controller.leadership import LeaseSettings
+
+        try:
+            lease = LeaseSettings(
+                namespace=leader_election_namespace
+                or os.environ.get("POD_NAMESPACE", "agent-registry"),
+                name=leader_election_id,
+                lease_duration=lease_duration,
+                renew_deadline=renew_deadline,
+                retry_period=retry_period,
+            )
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from exc
     host, _, port = health_listen.rpartition(":")
-    asyncio.run(
-        kopf.operator(
+
+    async def controller(memo: kopf.Memo) -> None:
+        await kopf.operator(
             registry=build_registry(config),
             settings=settings,
-            memo=memo_for(config),
+            memo=memo,
             standalone=peering is None,
             peering_name=peering,
             clusterwide=not namespaces,
             namespaces=list(namespaces),
             liveness_endpoint=f"http://{host or '0.0.0.0'}:{port}/healthz",
         )
-    )
+
+    from agent_registry.controller.leadership import run_replica
+
+    asyncio.run(run_replica(config, controller, lease=lease, health_listen=health_listen))

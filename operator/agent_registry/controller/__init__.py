@@ -19,6 +19,8 @@ RBAC the operator process uses (controller + the registry API it serves), exactl
   "" (core)                       events                            create (kopf and loop Events)
   authentication.k8s.io           tokenreviews                      create (cluster, API auth)
   authorization.k8s.io            subjectaccessreviews              create (cluster, API auth)
+  with --leader-elect (default in a pod), in the Lease's namespace only (the operator's own):
+  coordination.k8s.io             leases                            get, create, update
   only with --webhook and a managed configuration (cluster-scoped; not with --webhook-cert):
   admissionregistration.k8s.io    validatingwebhookconfigurations   create, patch
   only with --peering NAME (kopf peering; the kopf.dev peering CRDs must be installed):

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import kopf
 
@@ -26,6 +27,10 @@ from agent_registry.controller.context import Indexes, OperatorConfig, OperatorC
 from agent_registry.controller.indexes import Key, ObjectState
 from agent_registry.controller.writeback import run_status_loop
 from agent_registry.resources.common import GROUP, VERSION
+
+if TYPE_CHECKING:
+    from agent_registry.metrics import Metrics
+    from agent_registry.registry import RegistryService
 
 logger = logging.getLogger(__name__)
 
@@ -71,12 +76,15 @@ async def startup(
     from agent_registry.registry import RegistryService
 
     config: OperatorConfig = memo.config
-    registry = RegistryService.from_url(config.database_url)
+    # A replica that serves the API itself (leadership.run_replica) shares its registry and
+    # metrics: the API keeps serving, in followers too, whatever the controller does.
+    shared: SharedServices | None = memo.get("shared")
+    registry = shared.registry if shared else RegistryService.from_url(config.database_url)
     ctx = OperatorContext(
         config=config,
         registry=registry,
         kube=Kube.from_kubeconfig(config.kubeconfig),
-        metrics=Metrics(),
+        metrics=shared.metrics if shared else Metrics(),
         indexes=Indexes(
             agent_states=agent_states,
             behavior_states=behavior_states,
@@ -85,22 +93,38 @@ async def startup(
         ),
     )
     memo.context = ctx
-    if config.api_listen:
+    if config.api_listen and shared is None:
         ctx.tasks.append(await start_api(ctx, config.api_listen))
     ctx.tasks.append(
         asyncio.create_task(run_status_loop(ctx, agent_states, behavior_states), name="status")
     )
 
 
+@dataclass(frozen=True)
+class SharedServices:
+    """What a replica's API and its controller share when the API runs outside kopf."""
+
+    registry: RegistryService
+    metrics: Metrics
+
+
 async def start_api(ctx: OperatorContext, listen: str) -> Any:
+    assert ctx.metrics is not None
+    return await serve_api(ctx.config, ctx.registry, ctx.metrics, listen)
+
+
+async def serve_api(
+    config: OperatorConfig, registry: RegistryService, metrics: Metrics, listen: str
+) -> Any:
+    """The registry API on `listen`; returns its aiohttp runner (cleanup() stops it)."""
     from aiohttp import web
 
     from agent_registry.api import Authenticator, ReportAuth, create_app
 
     authenticator = Authenticator.from_kubeconfig(
-        ctx.config.kubeconfig, report_auth=ReportAuth(ctx.config.report_auth)
+        config.kubeconfig, report_auth=ReportAuth(config.report_auth)
     )
-    app = create_app(ctx.registry, authenticator, metrics=ctx.metrics)
+    app = create_app(registry, authenticator, metrics=metrics)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, _, port = listen.rpartition(":")
@@ -119,7 +143,8 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         else:
             await task.cleanup()
     await ctx.kube.close()
-    await ctx.registry.close()
+    if memo.get("shared") is None:  # a shared registry belongs to the replica, still serving
+        await ctx.registry.close()
 
 
 def _fn(handler: Any) -> Any:
