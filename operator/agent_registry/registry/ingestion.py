@@ -6,7 +6,7 @@ behind RegistryService's stats and load methods."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -18,7 +18,7 @@ from agent_registry.registry.errors import AgentNotFound, UnknownStatsField
 from agent_registry.registry.models import AGENTS, ASSIGNMENTS, utcnow
 from agent_registry.registry.records import AgentRecord, LoadConfirmation, RecordResult, Refusal
 from agent_registry.registry.rows import agent_record, agent_row, open_assignment
-from agent_registry.registry.stats import Attribution, Outcome, attribute, needs
+from agent_registry.registry.stats import Attribution, Outcome, attribute, needs, prepare
 from agent_registry.registry.transactions import Database
 
 _A = AGENTS
@@ -95,13 +95,12 @@ async def record_tasks(
 ) -> RecordResult:
     if cycles < 0:
         raise ValueError("cycles must be >= 0")
-    batch = outcomes if isinstance(outcomes, Sequence) else list(outcomes)
     now = utcnow()
+    batch = prepare(outcomes, now)
     needed = needs(batch, loaded_sha256)
-    known = await delivered.covering(db, agent_id, needed) if batch else NOTHING
+    known = await delivered.covering(db, agent_id, needed) if batch.outcomes else NOTHING
     attribution = attribute(
         batch,
-        now,
         loaded_sha256=loaded_sha256,
         delivered=known.shas,
         has_current=known.has_current,

@@ -78,35 +78,129 @@ def behavior_sha256(outcome: Outcome) -> str | None:
     return None if isinstance(outcome, tuple) else getattr(outcome, "behavior_sha256", None)
 
 
-def _unpack(outcome: Outcome) -> tuple[bool, float | None, datetime | None]:
+# One outcome as the registry counts it: success, duration, when (capped), its sha256.
+Item = tuple[bool, float | None, datetime, str | None]
+
+
+class _Sums:
+    """What a run of outcomes adds up to, accumulated in their order."""
+
+    __slots__ = (
+        "first",
+        "last",
+        "last_failure",
+        "last_success",
+        "successes",
+        "tasks",
+        "timed",
+        "total_ms",
+        "trailing",
+    )
+
+    def __init__(self) -> None:
+        self.tasks = self.successes = self.timed = self.trailing = 0
+        self.total_ms = 0.0
+        self.first: datetime | None = None
+        self.last: datetime | None = None
+        self.last_success: datetime | None = None
+        self.last_failure: datetime | None = None
+
+    def add(self, success: bool, duration: float | None, at: datetime) -> None:
+        self.tasks += 1
+        if duration is not None:
+            self.timed += 1
+            self.total_ms += duration
+        if self.first is None or at < self.first:
+            self.first = at
+        if self.last is None or at > self.last:
+            self.last = at
+        if success:
+            self.successes += 1
+            self.trailing = 0
+            if self.last_success is None or at > self.last_success:
+                self.last_success = at
+        else:
+            self.trailing += 1
+            if self.last_failure is None or at > self.last_failure:
+                self.last_failure = at
+
+    def effect(self) -> BatchEffect:
+        return BatchEffect(
+            tasks=self.tasks,
+            successes=self.successes,
+            timed_tasks=self.timed,
+            total_response_time_ms=self.total_ms,
+            trailing_failures=self.trailing,
+            last_task_at=self.last,
+            last_success_at=self.last_success,
+            last_failure_at=self.last_failure,
+        )
+
+    def group(self, sha256: str | None) -> ScriptGroup:
+        return ScriptGroup(
+            sha256, self.tasks, self.successes, self.timed, self.total_ms, self.first, self.last
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A batch read once: its sums, and which scripts its outcomes name. (attribute reads
+    the outcomes again only for a batch that is not all one script's and all accepted.)"""
+
+    outcomes: Sequence[Outcome]
+    now: datetime
+    sums: _Sums
+    named: frozenset[str]
+    unnamed: bool
+
+
+def _item(outcome: Outcome, now: datetime) -> Item:
+    """An outcome as counted: its timestamp is `finished_at` (a naive one taken as UTC,
+    capped at `now`, so a runtime with a clock ahead cannot push last_task_at into the
+    future) or `now`. A negative duration is an error."""
     if isinstance(outcome, tuple):
         success, duration = outcome
-        return bool(success), duration, None
-    finished = getattr(outcome, "finished_at", None)
-    if finished is not None and finished.tzinfo is None:
-        finished = finished.replace(tzinfo=UTC)  # naive: taken as UTC
-    return bool(outcome.success), outcome.duration_ms, finished
+        finished = sha = None
+    else:
+        success, duration = outcome.success, outcome.duration_ms
+        finished = getattr(outcome, "finished_at", None)
+        sha = getattr(outcome, "behavior_sha256", None)
+    if duration is not None:
+        if duration < 0:
+            raise ValueError(f"duration_ms must be >= 0, got {duration}")
+        duration = float(duration)
+    if finished is None:
+        at = now
+    else:
+        if finished.tzinfo is None:
+            finished = finished.replace(tzinfo=UTC)
+        at = now if finished > now else finished
+    return bool(success), duration, at, sha
 
 
-def batch_effect(outcomes: Iterable[Outcome], now: datetime) -> BatchEffect:
-    """Summarize a batch. Timestamps are each outcome's `finished_at` (capped at `now`, so a
-    runtime with a clock ahead cannot push last_task_at into the future) or `now`."""
+def prepare(outcomes: Iterable[Outcome], now: datetime) -> Prepared:
+    """Read every outcome once (see _item) and sum them. The sums are inlined (not
+    _Sums.add): this loop is most of the client's CPU for a batch."""
+    batch = outcomes if isinstance(outcomes, Sequence) else list(outcomes)
     tasks = successes = timed = trailing = 0
     total_ms = 0.0
-    last_task: datetime | None = None
-    last_success: datetime | None = None
-    last_failure: datetime | None = None
-    for outcome in outcomes:
-        success, duration, finished = _unpack(outcome)
-        at = now if finished is None or finished > now else finished
+    first = last = last_success = last_failure = None
+    named: set[str] = set()
+    unnamed = False
+    for outcome in batch:
+        success, duration, at, sha = _item(outcome, now)
+        if sha is None:
+            unnamed = True
+        else:
+            named.add(sha)
         tasks += 1
         if duration is not None:
-            if duration < 0:
-                raise ValueError(f"duration_ms must be >= 0, got {duration}")
             timed += 1
-            total_ms += float(duration)
-        if last_task is None or at > last_task:
-            last_task = at
+            total_ms += duration
+        if first is None or at < first:
+            first = at
+        if last is None or at > last:
+            last = at
         if success:
             successes += 1
             trailing = 0
@@ -116,16 +210,16 @@ def batch_effect(outcomes: Iterable[Outcome], now: datetime) -> BatchEffect:
             trailing += 1
             if last_failure is None or at > last_failure:
                 last_failure = at
-    return BatchEffect(
-        tasks=tasks,
-        successes=successes,
-        timed_tasks=timed,
-        total_response_time_ms=total_ms,
-        trailing_failures=trailing,
-        last_task_at=last_task,
-        last_success_at=last_success,
-        last_failure_at=last_failure,
-    )
+    sums = _Sums()
+    sums.tasks, sums.successes, sums.timed, sums.trailing = tasks, successes, timed, trailing
+    sums.total_ms, sums.first, sums.last = total_ms, first, last
+    sums.last_success, sums.last_failure = last_success, last_failure
+    return Prepared(batch, now, sums, frozenset(named), unnamed)
+
+
+def batch_effect(outcomes: Iterable[Outcome], now: datetime) -> BatchEffect:
+    """Summarize a batch (see prepare for the timestamps)."""
+    return prepare(outcomes, now).sums.effect()
 
 
 @dataclass(slots=True)
@@ -165,23 +259,18 @@ class Needs:
     current: bool
 
 
-def needs(outcomes: Sequence[Outcome], loaded_sha256: str | None) -> Needs:
-    shas: set[str] = set()
-    unnamed = False
-    for outcome in outcomes:
-        sha = behavior_sha256(outcome)
-        if sha is None:
-            unnamed = True
-        else:
-            shas.add(sha)
-    if unnamed and loaded_sha256 is not None:
+def needs(batch: Prepared | Sequence[Outcome], loaded_sha256: str | None) -> Needs:
+    if not isinstance(batch, Prepared):
+        batch = prepare(batch, datetime.now(UTC))
+    shas = set(batch.named)
+    if batch.unnamed and loaded_sha256 is not None:
         shas.add(loaded_sha256)
-    return Needs(frozenset(shas), unnamed and loaded_sha256 is None)
+    return Needs(frozenset(shas), batch.unnamed and loaded_sha256 is None)
 
 
 def attribute(
-    outcomes: Sequence[Outcome],
-    now: datetime,
+    batch: Prepared | Sequence[Outcome],
+    now: datetime | None = None,
     *,
     loaded_sha256: str | None,
     delivered: Container[str],
@@ -190,50 +279,54 @@ def attribute(
     """Which script each outcome counts for: its own `behavior_sha256`; without one (older
     runtimes), the batch's loaded script; without that, the agent's current script. Only a
     script the registry delivered to the agent counts: anything else is refused, so a
-    runtime cannot make up stats for a script it never ran."""
-    accepted: list[Outcome] = []
-    keys: list[str | None] = []
+    runtime cannot make up stats for a script it never ran. (`now`: for outcomes not yet
+    prepared.)"""
+    if not isinstance(batch, Prepared):
+        batch = prepare(batch, now or datetime.now(UTC))
+    # Where an outcome without a sha256 goes: (its key, or None with why it is refused).
+    if loaded_sha256 is not None:
+        unnamed_key: str | None = loaded_sha256
+        unnamed_refusal = (
+            None
+            if loaded_sha256 in delivered
+            else f"no behavior_sha256, and the loaded script {loaded_sha256} was never "
+            "delivered to this agent"
+        )
+    else:
+        unnamed_key = None
+        unnamed_refusal = None if has_current else NO_SCRIPT
+    unknown = {sha for sha in batch.named if sha not in delivered}
+    keys = {unnamed_key} if batch.unnamed and unnamed_refusal is None else set()
+    keys |= batch.named - unknown
+    if not unknown and (unnamed_refusal is None or not batch.unnamed) and len(keys) <= 1:
+        # The common batch: everything counts, for one script. Its sums are the group's.
+        groups = (batch.sums.group(keys.pop()),) if keys else ()
+        return Attribution(batch.sums.effect(), groups, ())
+    accepted = _Sums()
+    groups_by_key: dict[str | None, _Sums] = {}
     refused: list[tuple[int, str | None, str]] = []
-    for index, outcome in enumerate(outcomes):
-        sha = behavior_sha256(outcome)
-        if sha is not None:
-            if sha not in delivered:
-                refused.append((index, sha, f"script {sha} was never delivered to this agent"))
+    for index, outcome in enumerate(batch.outcomes):
+        success, duration, at, sha = _item(outcome, batch.now)
+        if sha is None:
+            if unnamed_refusal is not None:
+                refused.append((index, unnamed_key, unnamed_refusal))
                 continue
-        elif loaded_sha256 is not None:
-            sha = loaded_sha256
-            if sha not in delivered:
-                refused.append(
-                    (
-                        index,
-                        sha,
-                        f"no behavior_sha256, and the loaded script {sha} was never "
-                        "delivered to this agent",
-                    )
-                )
-                continue
-        elif not has_current:
-            refused.append((index, None, NO_SCRIPT))
+            key = unnamed_key
+        elif sha in unknown:
+            refused.append((index, sha, f"script {sha} was never delivered to this agent"))
             continue
-        accepted.append(outcome)
-        keys.append(sha)
-    groups: dict[str | None, ScriptGroup] = {}
-    for outcome, key in zip(accepted, keys, strict=True):
-        success, duration, finished = _unpack(outcome)
-        at = now if finished is None or finished > now else finished
-        group = groups.get(key)
+        else:
+            key = sha
+        accepted.add(success, duration, at)
+        group = groups_by_key.get(key)
         if group is None:
-            group = groups[key] = ScriptGroup(key, first_task_at=at, last_task_at=at)
-        group.tasks += 1
-        group.successes += int(success)
-        if duration is not None:
-            group.timed_tasks += 1
-            group.total_response_time_ms += float(duration)
-        if group.first_task_at is not None and at < group.first_task_at:
-            group.first_task_at = at
-        if group.last_task_at is not None and at > group.last_task_at:
-            group.last_task_at = at
-    return Attribution(batch_effect(accepted, now), tuple(groups.values()), tuple(refused))
+            group = groups_by_key[key] = _Sums()
+        group.add(success, duration, at)
+    return Attribution(
+        accepted.effect(),
+        tuple(sums.group(key) for key, sums in groups_by_key.items()),
+        tuple(refused),
+    )
 
 
 def success_rate(successes: int, tasks: int) -> float:
@@ -262,9 +355,11 @@ __all__ = [
     "NO_SCRIPT",
     "Attribution",
     "BatchEffect",
+    "Item",
     "Needs",
     "Outcome",
     "OutcomeLike",
+    "Prepared",
     "ScriptGroup",
     "attribute",
     "avg_response_time_ms",
@@ -273,5 +368,6 @@ __all__ = [
     "consecutive_failures_after",
     "needs",
     "outcome_notes",
+    "prepare",
     "success_rate",
 ]
