@@ -198,3 +198,17 @@ async def test_underperformers_are_judged_on_the_current_assignment(
     assert await registry.list_underperforming_agents(0.0) == []
     worst_only = await registry.list_underperforming_agents(0.7, limit=1)
     assert [a.agent_id for a in worst_only] == ["ns/worst"]
+
+    # A namespace is ranked on its own: the worst of another namespace does not take its
+    # place under the limit (and "ns2" is not a prefix match of "ns").
+    for name in ("ns2/worse", "nsx/mine"):
+        await registry.register_agent(name, "dev")
+        await registry.assign_behavior(name, bad.id)
+    await registry.record_tasks("ns2/worse", [(False, 1.0)] * 30)
+    await registry.record_tasks("nsx/mine", [(True, 1.0)] * 3 + [(False, 1.0)] * 9)
+    everywhere = await registry.list_underperforming_agents(0.7, limit=2)
+    assert [a.agent_id for a in everywhere] == ["ns2/worse", "ns/worst"]
+    mine = await registry.list_underperforming_agents(0.7, limit=1, namespace="nsx")
+    assert [a.agent_id for a in mine] == ["nsx/mine"]
+    in_ns = await registry.list_underperforming_agents(0.7, namespace="ns")
+    assert [a.agent_id for a in in_ns] == ["ns/worst", "ns/poor"]

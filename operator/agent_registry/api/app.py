@@ -116,6 +116,12 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
                 {"type": "integer", "minimum": 0, "maximum": reading.MAX_MIN_TASKS, "default": 10},
                 "Tasks the current assignment needs before it is judged.",
             ),
+            Param(
+                "limit",
+                "query",
+                {"type": "integer", "minimum": 1, "maximum": reading.MAX_LIMIT},
+                "The worst N only (default: every flagged agent).",
+            ),
             _NS_FILTER,
         ),
         errors=_READ_ERRORS,

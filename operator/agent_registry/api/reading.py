@@ -41,6 +41,8 @@ Q = TypeVar("Q", bound=BaseModel)
 
 
 MAX_MIN_TASKS = 2**63 - 1
+# Bound to a 64-bit LIMIT in the database, like MAX_MIN_TASKS.
+MAX_LIMIT = 2**63 - 1
 
 
 class UnderperformersQuery(BaseModel):
@@ -49,6 +51,7 @@ class UnderperformersQuery(BaseModel):
     threshold: float = Field(default=0.7, ge=0.0, le=1.0)
     # Compared with 64-bit counters in the database: a larger number fails there (500).
     min_tasks: int = Field(default=10, ge=0, le=MAX_MIN_TASKS)
+    limit: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
     namespace: str | None = None
 
 
@@ -86,10 +89,6 @@ async def _require(
 
 def _json(model: BaseModel) -> web.Response:
     return web.json_response(model.model_dump(mode="json"))
-
-
-def _in_namespace(agent_id: str, namespace: str | None) -> bool:
-    return namespace is None or agent_id.startswith(namespace + "/")
 
 
 async def list_agents(request: web.Request) -> web.Response:
@@ -140,14 +139,13 @@ async def list_underperformers(request: web.Request) -> web.Response:
         request,
         "list_underperforming_agents",
         request.app[REGISTRY].list_underperforming_agents(
-            query.threshold, min_tasks=query.min_tasks
+            query.threshold,
+            min_tasks=query.min_tasks,
+            limit=query.limit,
+            namespace=query.namespace,
         ),
     )
-    # The registry ranks across namespaces; a namespaced caller sees its namespace's share.
-    views = [underperformer_view(r) for r in records]
-    return _json(
-        UnderperformerList(items=[v for v in views if _in_namespace(v.agent_id, query.namespace)])
-    )
+    return _json(UnderperformerList(items=[underperformer_view(r) for r in records]))
 
 
 async def behavior_lineage(request: web.Request) -> web.Response:

@@ -6,19 +6,17 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import and_, func, insert, literal_column, select, update
+from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from agent_registry.registry.errors import AgentAlreadyRegistered, AgentNotFound, InvalidStatus
-from agent_registry.registry.models import AGENTS, ASSIGNMENTS, utcnow
+from agent_registry.registry.models import AGENTS, ASSIGNMENTS, judged_rate, utcnow
 from agent_registry.registry.records import STATUSES, AgentRecord, UnderperformingAgent
-from agent_registry.registry.rows import agent_record, agent_row, open_assignment_record
+from agent_registry.registry.rows import agent_record, agent_row, underperformer_record
 from agent_registry.registry.transactions import Database
 
 _A = AGENTS
 _S = ASSIGNMENTS
-
-_COMPUTED = {"success_rate", "avg_response_time_ms"}
 
 
 def check_status(status: str) -> None:
@@ -134,10 +132,12 @@ async def list_agents(db: Database, namespace: str | None, status: str | None) -
 
 
 async def list_underperforming_agents(
-    db: Database, threshold: float, min_tasks: int, limit: int | None
+    db: Database, threshold: float, min_tasks: int, limit: int | None, namespace: str | None = None
 ) -> list[UnderperformingAgent]:
     min_tasks = max(1, min_tasks)
-    rate = (_A.c.current_successes * literal_column("1.0")) / _A.c.current_tasks_completed
+    # The indexed expression (agent_registry_current_rate_index): a range scan of the agents
+    # below the threshold, already in rate order, instead of a scan of every agent.
+    rate = judged_rate(_A)
     # Rank on the agent table alone (its row holds the open assignment's counters), then
     # join the few flagged agents to their open assignment rows.
     flagged = (
@@ -147,36 +147,46 @@ async def list_underperforming_agents(
             _A.c.current_tasks_completed.label("judged_tasks"),
         )
         .where(
+            rate < threshold,
             _A.c.status == "active",
             _A.c.behavior_id.is_not(None),
             _A.c.current_tasks_completed >= min_tasks,
-            rate < threshold,
         )
         .order_by(rate.asc(), _A.c.current_tasks_completed.desc(), _A.c.agent_id)
     )
+    if namespace is not None:
+        flagged = flagged.where(_in_namespace(namespace))
     if limit is not None:
         flagged = flagged.limit(max(0, limit))
-    ranked = flagged.subquery("flagged")
-    assignment_cols = [c.label(f"s_{c.name}") for c in _S.c]
-    stmt = (
-        select(_A, *assignment_cols)
-        .join(ranked, ranked.c.agent_id == _A.c.agent_id)
-        .join(_S, and_(_S.c.agent_id == _A.c.agent_id, _S.c.unassigned_at.is_(None)))
-        .order_by(ranked.c.rate.asc(), ranked.c.judged_tasks.desc(), _A.c.agent_id)
-    )
     async with db.read("list_underperforming_agents") as conn:
-        rows = (await conn.execute(stmt)).all()
-    result = []
-    for row in rows:
-        data = dict(row._mapping)
-        stored = {c.name: data.pop(f"s_{c.name}") for c in _S.c}
-        assignment = open_assignment_record(stored, data)
-        result.append(
-            UnderperformingAgent.model_validate(
-                {**agent_record(data).model_dump(exclude=_COMPUTED), "assignment": assignment}
+        ranked = [row.agent_id for row in await conn.execute(flagged)]
+        # Then the few flagged agents with their open assignments, by key: a join with the
+        # ranking would let the planner scan every open assignment to hash it.
+        found: dict[str, UnderperformingAgent] = {}
+        for start in range(0, len(ranked), _FETCH_CHUNK):
+            chunk = ranked[start : start + _FETCH_CHUNK]
+            stmt = (
+                select(_A, *_ASSIGNMENT_COLS)
+                .join(_S, and_(_S.c.agent_id == _A.c.agent_id, _S.c.unassigned_at.is_(None)))
+                .where(_A.c.agent_id.in_(chunk))
             )
-        )
-    return result
+            result = await conn.execute(stmt)
+            keys = list(result.keys())  # once: a Row's mapping rebuilds its keys every time
+            for row in result:
+                record = _underperformer(dict(zip(keys, row, strict=True)))
+                found[record.agent_id] = record
+    # An agent switched between the two reads has no open assignment left: not listed.
+    return [found[agent_id] for agent_id in ranked if agent_id in found]
+
+
+# Agents fetched per statement: well under SQLite's bound-parameter limit.
+_FETCH_CHUNK = 500
+_ASSIGNMENT_COLS = [c.label(f"s_{c.name}") for c in _S.c]
+
+
+def _underperformer(data: dict[str, Any]) -> UnderperformingAgent:
+    stored = {c.name: data.pop(f"s_{c.name}") for c in _S.c}
+    return underperformer_record(data, stored)
 
 
 __all__ = [

@@ -51,10 +51,14 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     Uuid,
+    func,
+    literal_column,
     text,
 )
+from sqlalchemy import cast as cast_
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 
 NAMING_CONVENTION = {
     "ix": "%(table_name)s_%(column_0_N_name)s_index",
@@ -290,6 +294,23 @@ class ProcessedBatch(Base):
 
 # The Core tables, typed as Table (DeclarativeBase types __table__ as a FromClause).
 AGENTS = cast(Table, Agent.__table__)
+
+
+def judged_rate(agents: Table) -> ColumnElement[float]:
+    """The success rate of an agent's open assignment, NULL before its first task: what the
+    underperformers query ranks on. One expression for the index and the query, because the
+    planners only use an expression index for the same expression. Literal 0, not a bound
+    parameter, for the same reason."""
+    tasks = agents.c.current_tasks_completed
+    successes = cast_(agents.c.current_successes, Double)
+    # A plain operator: SQLAlchemy's `/` adds casts of its own, per dialect.
+    divide = successes.op("/", return_type=Double)
+    return divide(func.nullif(tasks, literal_column("0")))
+
+
+# Underperformers at 100,000 agents without a scan. It holds counters, so a report's update of
+# the agent row is no longer a HOT update: measured in docs/benchmarks.md (ingestion).
+Index("agent_registry_current_rate_index", judged_rate(AGENTS))
 BEHAVIORS = cast(Table, AgentBehavior.__table__)
 REVISIONS = cast(Table, AgentBehaviorRevision.__table__)
 ASSIGNMENTS = cast(Table, Assignment.__table__)
@@ -311,5 +332,6 @@ __all__ = [
     "Base",
     "ProcessedBatch",
     "UTCDateTime",
+    "judged_rate",
     "utcnow",
 ]

@@ -12,7 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agent_registry.registry.errors import AgentNotFound, BehaviorNotFound
 from agent_registry.registry.models import AGENTS, ASSIGNMENTS, BEHAVIORS
-from agent_registry.registry.records import AgentRecord, AssignmentRecord, BehaviorRecord
+from agent_registry.registry.records import (
+    AgentRecord,
+    AssignmentRecord,
+    BehaviorRecord,
+    UnderperformingAgent,
+)
 from agent_registry.registry.transactions import Database
 
 _A = AGENTS
@@ -58,6 +63,19 @@ def open_assignment_record(
     for field, column in CURRENT.items():
         data[field] = agent[column]
     return AssignmentRecord.model_validate(data)
+
+
+def underperformer_record(
+    agent: Mapping[str, Any], assignment: Mapping[str, Any]
+) -> UnderperformingAgent:
+    """An agent row and its open assignment's row, validated once (the underperformers list
+    builds a thousand of these at a time)."""
+    data = {k: v for k, v in agent.items() if k not in _INTERNAL}
+    opened = dict(assignment)
+    for field, column in CURRENT.items():
+        opened[field] = agent[column]
+    data["assignment"] = opened
+    return UnderperformingAgent.model_validate(data)
 
 
 def assignment_record(row: Row[Any] | Mapping[str, Any]) -> AssignmentRecord:
@@ -115,4 +133,5 @@ __all__ = [
     "open_assignment",
     "open_assignment_full",
     "open_assignment_record",
+    "underperformer_record",
 ]

@@ -356,14 +356,22 @@ class RegistryService:
         return await agents.list_agents(self._db, namespace, status)
 
     async def list_underperforming_agents(
-        self, threshold: float = 0.7, *, min_tasks: int = 10, limit: int | None = None
+        self,
+        threshold: float = 0.7,
+        *,
+        min_tasks: int = 10,
+        limit: int | None = None,
+        namespace: str | None = None,
     ) -> list[UnderperformingAgent]:
         """Active agents whose CURRENT assignment has at least `min_tasks` tasks and a success
         rate below `threshold`, worst first (its counters count only its own script). The
         agent's lifetime counters are not judged: an agent switched to a good behavior is
         judged on that behavior alone. Agents without an assignment are not listed (there
-        is no behavior to judge). `limit`: the worst N only."""
-        return await agents.list_underperforming_agents(self._db, threshold, min_tasks, limit)
+        is no behavior to judge). `limit`: the worst N only; `namespace`: that namespace's
+        agents only (ranked among themselves)."""
+        return await agents.list_underperforming_agents(
+            self._db, threshold, min_tasks, limit, namespace
+        )
 
     # -- notifications -----------------------------------------------------------------------
 
