@@ -55,8 +55,10 @@ class AgentSpec(ResourceModel):
         max_length=253,
         pattern=NAME_PATTERN,
         description=(
-            "When set, only this ServiceAccount's token may report for the agent; the "
-            "Deployment's pods also run as it."
+            "The ServiceAccount whose token alone may report for the agent; the Deployment's "
+            "pods also run as it. Unset: spec.template.spec.serviceAccountName, else the "
+            "ServiceAccount named like the Agent (the operator's --report-auth=namespace "
+            "accepts any ServiceAccount of the namespace instead)."
         ),
     )
     template: dict[str, Any] | None = Field(
