@@ -55,8 +55,10 @@ demo-down: venv
 bench: venv system-deps
 	for b in tests/benchmarks/bench_*.py; do echo ">> $$b"; $(PY) $$b || exit 1; done
 
+# crds/ from the models, then its copies in the chart and the kustomize base.
 crds: venv
 	$(VENV)/bin/agentreg crds --output crds/
+	$(PY) hack/helm/render-manifests.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
