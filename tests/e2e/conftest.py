@@ -166,6 +166,51 @@ class OperatorProcess:
         return "operator log (tail):\n" + "\n".join(text[-lines:])
 
 
+def operator_process(
+    kubeconfig: str,
+    namespace: str,
+    database_url: str,
+    log_path: Path,
+    *,
+    status_interval: float = 1.0,
+    delete_timeout: float = 20.0,
+    extra: tuple[str, ...] = (),
+) -> OperatorProcess:
+    """`agentreg run` for one namespace on free local ports (not started)."""
+    api_port, health_port = free_port(), free_port()
+    args = [
+        str(AGENTREG),
+        "run",
+        "--database-url",
+        database_url,
+        "--namespace",
+        namespace,
+        "--api-listen",
+        f"127.0.0.1:{api_port}",
+        "--health-listen",
+        f"127.0.0.1:{health_port}",
+        "--registry-url",
+        f"http://127.0.0.1:{api_port}",
+        "--status-interval",
+        str(status_interval),
+        "--delete-timeout",
+        str(delete_timeout),
+        "--kubeconfig",
+        kubeconfig,
+        *extra,
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTREG_")}
+    env["KUBECONFIG"] = kubeconfig
+    env["PYTHONUNBUFFERED"] = "1"
+    return OperatorProcess(
+        args=args,
+        env=env,
+        log_path=log_path,
+        api_url=f"http://127.0.0.1:{api_port}",
+        health_url=f"http://127.0.0.1:{health_port}/healthz",
+    )
+
+
 @pytest.fixture(scope="session")
 def crds(kube_cluster: Any) -> None:
     """The CRDs from crds/, established (cluster-scoped; applied once per session)."""
@@ -201,41 +246,18 @@ def operator_factory(
         start: bool = True,
         extra: tuple[str, ...] = (),
     ) -> OperatorProcess:
-        api_port, health_port = free_port(), free_port()
-        args = [
-            str(AGENTREG),
-            "run",
-            "--database-url",
-            database_url,
-            "--namespace",
-            namespace,
-            "--api-listen",
-            f"127.0.0.1:{api_port}",
-            "--health-listen",
-            f"127.0.0.1:{health_port}",
-            "--registry-url",
-            f"http://127.0.0.1:{api_port}",
-            "--status-interval",
-            str(status_interval),
-            "--delete-timeout",
-            str(delete_timeout),
-            "--kubeconfig",
+        operator = operator_process(
             kube_cluster.kubeconfig,
-            *extra,
-        ]
-        if webhook:
-            args += ["--webhook", "--webhook-listen", f"127.0.0.1:{free_port()}"]
-            webhooks.append(True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTREG_")}
-        env["KUBECONFIG"] = kube_cluster.kubeconfig
-        env["PYTHONUNBUFFERED"] = "1"
-        operator = OperatorProcess(
-            args=args,
-            env=env,
-            log_path=tmp_path / f"operator-{len(started)}.log",
-            api_url=f"http://127.0.0.1:{api_port}",
-            health_url=f"http://127.0.0.1:{health_port}/healthz",
+            namespace,
+            database_url,
+            tmp_path / f"operator-{len(started)}.log",
+            status_interval=status_interval,
+            delete_timeout=delete_timeout,
+            extra=extra,
         )
+        if webhook:
+            operator.args += ["--webhook", "--webhook-listen", f"127.0.0.1:{free_port()}"]
+            webhooks.append(True)
         started.append(operator)
         if start:
             operator.start()

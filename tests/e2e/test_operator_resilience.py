@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from agent_registry.runtime.backoff import Backoff
 from e2e.conftest import (
     EXAMPLES_DIR,
     Kubectl,
@@ -17,7 +19,8 @@ from e2e.conftest import (
     diagnose,
     wait_for,
 )
-from e2e.test_operator_examples import AGENTS, converged, history
+from e2e.report_load import ReportLoad, deploy_agents, discrepancies, registry_counts
+from e2e.test_operator_examples import AGENTS, BEHAVIORS, converged, history
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kube, pytest.mark.postgres]
 
@@ -166,6 +169,61 @@ def test_database_outage_is_retried_and_recovered(
         kubectl.namespace,
         {"coder-1": [1], "coder-2": [2, 1], "coder-3": [1], "coder-4": [1]},
     )
+
+
+def test_reports_through_a_database_outage_lose_nothing_and_count_nothing_twice(
+    kubectl: Kubectl,
+    operator_factory: OperatorFactory,
+    postgres_url: str,
+    postgres_server: Any,
+    tmp_path: Path,
+) -> None:
+    """Three agents report 50 outcomes/s each while PostgreSQL is down for 5 s (fast
+    shutdown, then a start on the same data dir and port). Simulated: the agents' work, as
+    threads (e2e/report_load.py); real: their reporters (buffer, batch ids, retries), the
+    operator's registry API with TokenReview, PostgreSQL. Every outcome produced is counted
+    exactly once: on the agent, on its script's row, on its open assignment.
+    (bench_outage.py is the 30 s version, with figures.)"""
+    operator = operator_factory(postgres_url)
+    kubectl("apply", "-f", str(EXAMPLES_DIR / "behaviors.yaml"))
+    names = [f"load-{i}" for i in range(3)]
+    agents = deploy_agents(kubectl, names, BEHAVIORS, tmp_path / "tokens")
+    load = ReportLoad(
+        kubectl.namespace,
+        agents,
+        operator.api_url,
+        rate=50,
+        interval=0.5,
+        backoff=Backoff(base=0.1, cap=2.0),
+    )
+    load.start()
+    try:
+        time.sleep(2)
+        postgres_server.stop()
+        try:
+            time.sleep(5)
+        finally:
+            postgres_server.start()
+        marks = load.marks()
+        wait_for(
+            lambda: load.delivered(marks),
+            timeout=60,
+            what="the outage's backlog delivered",
+            diagnose=diagnose(kubectl, operator),
+        )
+        time.sleep(1)
+    finally:
+        load.stop()
+    totals = load.totals()
+    print(f"5 s outage under report load: {totals}")
+    assert totals.unavailable + totals.failed > 0, f"the reporters never saw the outage: {totals}"
+    assert totals.dropped == 0, totals
+    assert totals.rejected_batches == 0, totals
+    assert totals.acked == totals.produced, totals
+    counted = registry_counts(postgres_url, kubectl.namespace, names)
+    assert discrepancies(agents, counted) == []
+    assert operator.proc is not None
+    assert operator.proc.poll() is None, "the operator survives the outage"
 
 
 def test_agent_deletion_marks_it_stopped_and_keeps_history(

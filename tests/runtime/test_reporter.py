@@ -77,6 +77,8 @@ async def test_retries_keep_the_batch_id_and_the_batch_counts_once(
     assert len(batch_ids) == 1, "a retried batch must keep its id"
     assert reporter.stats.retries == len(failures)
     assert reporter.stats.acked == 1
+    assert reporter.stats.unavailable == failures.count(503)
+    assert reporter.stats.failed == failures.count("drop")
 
 
 async def test_an_answer_lost_after_counting_is_retried_and_counted_once() -> None:
@@ -146,6 +148,8 @@ async def test_overflow_drops_the_oldest_and_reports_the_drop_count() -> None:
     (report,) = registry.counted.values()
     assert [o.duration_ms for o in report.outcomes] == [float(i) for i in range(15, 25)]
     assert report.dropped == 15
+    assert reporter.buffer.peak == 10, "the fullest the buffer got: its capacity"
+    assert len(reporter.buffer) == 0
 
 
 async def test_recording_while_the_registry_is_down_never_blocks() -> None:

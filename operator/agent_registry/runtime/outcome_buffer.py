@@ -21,6 +21,7 @@ class OutcomeBuffer:
         self._lock = threading.Lock()
         self._dropped = 0
         self._cycles = 0
+        self._peak = 0
 
     def add(self, outcome: TaskOutcome) -> None:
         with self._lock:
@@ -28,6 +29,8 @@ class OutcomeBuffer:
                 self._items.popleft()
                 self._dropped += 1
             self._items.append(outcome)
+            if len(self._items) > self._peak:
+                self._peak = len(self._items)
 
     def add_cycles(self, count: int = 1) -> None:
         with self._lock:
@@ -45,6 +48,12 @@ class OutcomeBuffer:
     def dropped(self) -> int:
         """Outcomes dropped on overflow since the buffer was created."""
         return self._dropped
+
+    @property
+    def peak(self) -> int:
+        """The most outcomes the buffer has held at once (how close an outage came to
+        `capacity`)."""
+        return self._peak
 
     @property
     def pending_cycles(self) -> int:

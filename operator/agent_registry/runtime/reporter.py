@@ -79,6 +79,8 @@ class ReporterStats:
     duplicates: int = 0  # accepted batches the registry had already counted
     rejected: int = 0  # batches dropped on a permanent 4xx
     retries: int = 0
+    unavailable: int = 0  # answers 503 (the registry's database is down, or not ready yet)
+    failed: int = 0  # POSTs with no answer (connection refused or lost, timeout)
     outcomes_sent: int = 0  # outcomes in acked batches
 
 
@@ -294,6 +296,7 @@ class OutcomeReporter:
                     response.headers.get("Retry-After"), cap=self.backoff.cap
                 )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            self.stats.failed += 1
             log.warning("report %s to %s failed: %s; will retry", batch.batch_id, self.url, exc)
             return "retry", None
         if 200 <= status < 300:
@@ -307,6 +310,8 @@ class OutcomeReporter:
                 self.stats.duplicates += 1
             return "acked", None
         if status >= 500 or status in _RETRYABLE_4XX:
+            if status == 503:
+                self.stats.unavailable += 1
             log.warning("registry answered %d to report %s; will retry", status, batch.batch_id)
             return "retry", retry_after
         self.stats.rejected += 1

@@ -1,0 +1,124 @@
+"""What the fault benchmarks share: the local control plane with the CRDs, a throwaway
+PostgreSQL, namespaces, migrated databases and `agentreg run` processes (the e2e tests' own
+helpers, so a benchmark runs the operator exactly as the tests do)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import sys
+import tempfile
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+DOC = ROOT / "docs" / "benchmarks.md"
+GROUP = "agents.singularity.dev"
+
+from e2e.conftest import CRDS_DIR, Kubectl, OperatorProcess, operator_process  # noqa: E402
+from fixtures.pgserver import PostgresServer, find_bin_dir  # noqa: E402
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_line() -> str:
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    load = os.getloadavg()
+    return (
+        f"Machine: `nproc` = {os.cpu_count()}, {cpu_model()}, {platform.system()}"
+        f" {platform.release()}; PostgreSQL {find_bin_dir().parent.name}, Python"
+        f" {platform.python_version()}; run {now}, load average {load[0]:.1f} / {load[1]:.1f}"
+        f" / {load[2]:.1f} (1/5/15 min) at the end, on a machine shared with other work."
+    )
+
+
+def write_section(section: str, body: str) -> None:
+    """Replace (or append) `section` of docs/benchmarks.md with `body`."""
+    text = DOC.read_text()
+    if section not in text:
+        DOC.write_text(text.rstrip("\n") + "\n\n" + section + "\n\n" + body.strip("\n") + "\n")
+        return
+    start = text.index(section) + len(section)
+    end = text.find("\n## ", start)
+    end = len(text) if end == -1 else end
+    DOC.write_text(text[:start] + "\n\n" + body.strip("\n") + "\n" + text[end:])
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class OperatorEnv:
+    """Control plane (+ CRDs) and one PostgreSQL server; closed on exit."""
+
+    def __init__(self, pg_settings: Mapping[str, str]) -> None:
+        from agent_registry.devcluster import open_cluster
+
+        self.workdir = Path(tempfile.mkdtemp(prefix="agentreg-bench-"))
+        self.cluster: Any = open_cluster(say=lambda m: say(f"[kube] {m}"))
+        self.server = PostgresServer(settings=dict(pg_settings))
+        try:
+            self.cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS_DIR))
+            for plural in ("agents", "agentbehaviors", "behaviorpolicies", "behaviorexperiments"):
+                self.cluster.kubectl(
+                    "wait", "--for=condition=Established", "--timeout=60s", f"crd/{plural}.{GROUP}"
+                )
+            self.server.start()
+        except BaseException:
+            self.close()
+            raise
+        self._operators: list[OperatorProcess] = []
+
+    def namespace(self, prefix: str) -> Kubectl:
+        name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+        self.cluster.kubectl("create", "namespace", name)
+        return Kubectl(self.cluster, name)
+
+    def database(self, name: str) -> str:
+        from agent_registry.registry import migrate
+
+        url = self.server.create_database(name)
+        migrate(url)
+        return url
+
+    def operator(
+        self, namespace: str, database_url: str, *, extra: tuple[str, ...] = ()
+    ) -> OperatorProcess:
+        operator = operator_process(
+            self.cluster.kubeconfig,
+            namespace,
+            database_url,
+            self.workdir / f"operator-{namespace}.log",
+            extra=extra,
+        )
+        self._operators.append(operator)
+        return operator
+
+    def close(self) -> None:
+        for operator in getattr(self, "_operators", []):
+            operator.stop()
+        self.server.destroy()
+        self.cluster.stop()
+
+    def __enter__(self) -> OperatorEnv:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
