@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from e2e.conftest import (
     diagnose,
     wait_for,
 )
+from e2e.crash_loop import converge, crash_round, problems, setup
 from e2e.report_load import ReportLoad, deploy_agents, discrepancies, registry_counts
 from e2e.test_operator_examples import AGENTS, BEHAVIORS, converged, history
 
@@ -110,6 +112,28 @@ def test_killed_operator_restarts_and_converges_without_duplicate_history(
         diagnose=diagnose(kubectl, operator),
     )
     assert_history_exact(postgres_url, kubectl.namespace, expected)
+
+
+def test_operator_sigkilled_three_times_mid_work_converges_with_exact_history(
+    kubectl: Kubectl, operator_factory: OperatorFactory, postgres_url: str
+) -> None:
+    """Three rounds of work (a script edit fanned out to its agents, behaviorRef switches, new
+    and deleted Agents), each cut by a SIGKILL of the operator at a random moment, then a
+    restart: each converges, and the history has exactly one row per change (see
+    e2e/crash_loop.py; bench_crashes.py does 20 kills on 50 Agents)."""
+    operator = operator_factory(postgres_url)
+    model = setup(kubectl, str(EXAMPLES_DIR), 9)
+    explain = diagnose(kubectl, operator)
+    initial, left = converge(kubectl, postgres_url, model, timeout=90, since=time.monotonic())
+    assert initial is not None, f"initial reconcile: {left}\n{explain()}"
+    rng = random.Random(14)
+    for number in (1, 2, 3):
+        record = crash_round(
+            kubectl, postgres_url, operator, model, number, rng, max_delay=1.0, timeout=60
+        )
+        assert record.converge_s is not None, f"kill {number}: {record.left}\n{explain()}"
+    time.sleep(3)
+    assert problems(kubectl, postgres_url, model) == []
 
 
 def test_database_outage_is_retried_and_recovered(
