@@ -174,6 +174,29 @@ def stored_revision(database_url: str, namespace: str, behavior: str) -> int:
     return asyncio.run(read())
 
 
+def wait_for_revision(
+    database_url: str, namespace: str, behavior: str, revision: int, timeout: float = 30.0
+) -> None:
+    """Poll the registry's table directly (one connection, every 20 ms) until the behavior's
+    current revision reaches `revision`."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(
+        host=url.host, port=url.port, user=url.username, dbname=url.database, autocommit=True
+    ) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT revision FROM agent_behaviors WHERE namespace = %s AND name = %s",
+                (namespace, behavior),
+            ).fetchone()
+            if row is not None and row[0] >= revision:
+                return
+            time.sleep(0.02)
+
+
 def kube_problems(kubectl: Kubectl, model: Model) -> list[str]:
     problems: list[str] = []
     agents = {a["metadata"]["name"]: a for a in kubectl.items("agents")}
@@ -280,6 +303,7 @@ def problems(kubectl: Kubectl, database_url: str, model: Model) -> list[str]:
 class KillRecord:
     number: int
     work: str
+    mode: str  # "request": timed from the first request; "fanout": from the stored revision
     kill_after_s: float
     done_at_kill: int  # of the ConfigMaps the round changes, those already right at the kill
     changes: int
@@ -320,41 +344,46 @@ def crash_round(
     *,
     max_delay: float,
     timeout: float,
+    mode: str = "request",
     switches: int = 3,
     creates: int = 2,
     deletes: int = 2,
     say: Callable[[str], None] = print,
 ) -> KillRecord:
     plan = plan_round(model, number, rng, switches=switches, creates=creates, deletes=deletes)
-    # The kill is timed from the first request of the round, in another thread: it may land
-    # while the work is still being sent, during the fan-out, or after it.
+    # The kill runs in another thread, timed from the first request of the round (`request`:
+    # it may land while the work is still being sent, mid-reconcile or after it), or from
+    # the moment the edit's new revision is in the registry (`fanout`: the behavior handler
+    # has stored it and is about to fan it out to the agents, or is doing so).
     delay = rng.uniform(0.0, max_delay)
+    target = model.behaviors[plan.edited] + 1
     killed_at: list[float] = []
 
     def kill() -> None:
+        if mode == "fanout":
+            wait_for_revision(database_url, kubectl.namespace, plan.edited, target)
+        time.sleep(delay)
         operator.kill()
         killed_at.append(time.monotonic())
 
-    timer = threading.Timer(delay, kill)
-    timer.start()
+    killer = threading.Thread(target=kill, name="killer")
+    killer.start()
     try:
         touched = trigger(kubectl, model, plan, number)
     finally:
-        timer.join()
+        killer.join()
     killed = killed_at[0]
     done, total = progress(kubectl, model, touched)
-    stored = (
-        stored_revision(database_url, kubectl.namespace, plan.edited)
-        == model.behaviors[plan.edited]
-    )
+    stored = stored_revision(database_url, kubectl.namespace, plan.edited) == target
     operator.start()
     restart = time.monotonic() - killed
     converged, left = converge(kubectl, database_url, model, timeout=timeout, since=killed)
     record = KillRecord(
-        number, plan.describe(), delay, done, total, stored, restart, converged, left
+        number, plan.describe(), mode, delay, done, total, stored, restart, converged, left
     )
+    since = "the first request" if mode == "request" else "the new revision was stored"
     say(
-        f"kill {number}: {plan.describe()}; killed {delay:.2f} s after the first request, "
+        f"kill {number}: {plan.describe()}; killed {delay:.2f} s after {since}, "
         f"{done}/{total} ConfigMaps right at the kill (new revision "
         f"{'stored' if stored else 'not stored yet'}); restart {restart:.1f} s, converged "
         + (f"{converged:.1f} s after the kill" if converged is not None else f"NEVER: {left[:5]}")

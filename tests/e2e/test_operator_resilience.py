@@ -129,7 +129,15 @@ def test_operator_sigkilled_three_times_mid_work_converges_with_exact_history(
     rng = random.Random(14)
     for number in (1, 2, 3):
         record = crash_round(
-            kubectl, postgres_url, operator, model, number, rng, max_delay=1.0, timeout=60
+            kubectl,
+            postgres_url,
+            operator,
+            model,
+            number,
+            rng,
+            max_delay=1.0,
+            timeout=60,
+            mode="fanout" if number == 2 else "request",
         )
         assert record.converge_s is not None, f"kill {number}: {record.left}\n{explain()}"
     time.sleep(3)
