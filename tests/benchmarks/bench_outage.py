@@ -181,7 +181,11 @@ is inserted by the same statement that counts it (`processed_report_batches`), s
 acknowledged as a duplicate. A reporter holds at most its buffer's capacity (10,000 outcomes
 by default) plus the batch in flight: at R outcomes/s an agent rides out an outage of
 10,000 / R seconds (100 s at 100/s) without dropping any; beyond that it drops the oldest
-and says so (`dropped` in each report, logged by the API).
+and says so (`dropped` in each report, logged by the API). The duplicate acks are such
+batches: their outcomes were committed, then the same request failed (the load confirmation
+that follows the outcomes in one report, or the answer itself), and the retry was recognised.
+The reporters here all started at one instant, so they retry in step (every 5 s, the
+Retry-After); the drain time is mostly that wait. In a fleet their report phases differ.
 """
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import uuid
@@ -106,11 +107,15 @@ class OperatorEnv:
         self._operators.append(operator)
         return operator
 
-    def close(self) -> None:
+    def close(self, *, keep_logs: bool = False) -> None:
         for operator in getattr(self, "_operators", []):
             operator.stop()
         self.server.destroy()
         self.cluster.stop()
+        if keep_logs:
+            say(f"operator logs kept in {self.workdir}")
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> OperatorEnv:
         return self
@@ -121,4 +126,4 @@ class OperatorEnv:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        self.close(keep_logs=exc is not None)
