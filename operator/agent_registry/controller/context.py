@@ -85,6 +85,9 @@ class OperatorContext:
     # Per BehaviorExperiment, what its status granted each agent when last applied: a watch
     # event re-decides only the agents whose grant changed.
     experiment_grants: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # Per BehaviorPolicy, (its role and window, its ring of count snapshots for the recent
+    # windows: decisions.policy_windows.PolicyWindows); in memory, empty after a restart.
+    policy_windows: dict[tuple[str, str], Any] = field(default_factory=dict)
 
     def agent_lock(self, agent_id: str) -> asyncio.Lock:
         return self.agent_locks.setdefault(agent_id, asyncio.Lock())

@@ -33,6 +33,7 @@ from agent_registry.decisions.policy import (
     candidate_interval,
     recommend,
 )
+from agent_registry.decisions.policy_windows import PolicyWindows, Recent, ScriptKey
 from agent_registry.resources.common import parse_duration
 from agent_registry.resources.policy import (
     MAX_RECOMMENDATIONS,
@@ -148,21 +149,30 @@ class PolicyEvaluation:
             fleet[key] = fleet.get(key, Counts()) + Counts(total.tasks, total.successes)
             runners[key] = runners.get(key, 0) + total.agents
         history: dict[str, dict[str, Counts]] = {}
+        scripts: dict[ScriptKey, Counts] = {}
         for row in await registry.agent_revision_stats(namespace=namespace):
+            counts = Counts(row.tasks, row.successes)
+            scripts[(row.agent_id, row.behavior_id, row.revision, row.script_sha256)] = counts
             behavior = behaviors.get(row.behavior_id)
             if behavior is None:
                 continue
             mine = history.setdefault(row.agent_id, {})
-            mine[behavior.name] = mine.get(behavior.name, Counts()) + Counts(
-                row.tasks, row.successes
-            )
+            mine[behavior.name] = mine.get(behavior.name, Counts()) + counts
+        recent = self._windows().observe(
+            now.timestamp(),
+            scripts=scripts,
+            assignments={
+                r.agent_id: (
+                    (r.behavior_id, r.behavior_assigned_at, r.current_sha256),
+                    Counts(r.current_tasks_completed, r.current_successes),
+                )
+                for r in records.values()
+                if r.behavior_id is not None
+            },
+            role={r.agent_id for r in records.values() if r.agent_role == self.spec.role},
+        )
         candidates = [
-            CandidateEvidence(
-                name=name,
-                revision=by_name[name].revision,
-                counts=fleet.get((by_name[name].id, by_name[name].revision), Counts()),
-                agents=runners.get((by_name[name].id, by_name[name].revision)),
-            )
+            self._candidate(name, by_name[name].id, by_name[name].revision, fleet, runners, recent)
             for name in names
             if name in by_name
         ]
@@ -181,6 +191,7 @@ class PolicyEvaluation:
                     current_counts=Counts(record.current_tasks_completed, record.current_successes),
                     history=history.get(agent_id, {}),
                     last_switch_at=_epoch((switched.get(agent.name) or {}).get("at")),
+                    recent_counts=recent.agent(agent_id) if recent is not None else None,
                 )
             )
         cooldown = self.settings.cooldown_seconds
@@ -198,6 +209,40 @@ class PolicyEvaluation:
             role_agents=len(agents),
         )
         return self._status(now, agents, candidates, recommendations, switched)
+
+    def _windows(self) -> PolicyWindows:
+        """This policy's ring of snapshots (a new one when the role or the window changed:
+        the candidates' last windows are the role's)."""
+        key = (self.policy.namespace, self.policy.name)
+        shape = (self.spec.role, self.settings.window_seconds)
+        held = self.ctx.policy_windows.get(key)
+        if isinstance(held, tuple) and held[0] == shape and isinstance(held[1], PolicyWindows):
+            return held[1]
+        ring = PolicyWindows(
+            self.settings.window_seconds,
+            # Snapshots older than two windows are dropped, or than a window and three
+            # evaluations if the policy evaluates less often than that.
+            max_age=self.settings.window_seconds + 3 * self.ctx.config.policy_interval,
+        )
+        self.ctx.policy_windows[key] = (shape, ring)
+        return ring
+
+    @staticmethod
+    def _candidate(
+        name: str,
+        behavior_id: uuid.UUID,
+        revision: int,
+        fleet: Mapping[tuple[uuid.UUID, int], Counts],
+        runners: Mapping[tuple[uuid.UUID, int], int],
+        recent: Recent | None,
+    ) -> CandidateEvidence:
+        window = recent.candidate(behavior_id, revision) if recent is not None else None
+        counts = fleet.get((behavior_id, revision), Counts())
+        if window is None:
+            return CandidateEvidence(
+                name, revision, counts, agents=runners.get((behavior_id, revision))
+            )
+        return CandidateEvidence(name, revision, counts, recent_counts=window[0], agents=window[1])
 
     def _candidate_names(self, behaviors: Iterable[ObjectState]) -> list[str]:
         if self.spec.candidates:
@@ -319,6 +364,7 @@ async def apply_policy_grants(body: kopf.Body, memo: kopf.Memo, type: str | None
     before = ctx.policy_grants.get(key, set())
     if type == "DELETED":
         ctx.policy_grants.pop(key, None)
+        ctx.policy_windows.pop(key, None)
     else:
         ctx.policy_grants[key] = now_listed
     affected = now_listed | before
