@@ -66,6 +66,7 @@ from agent_registry.decisions.policy import (
     PolicySettings,
     recommend,
 )
+from agent_registry.decisions.policy_windows import PolicyWindows, ScriptKey
 
 AGENTS = 100
 BEHAVIORS = 5
@@ -148,7 +149,6 @@ class AgentState:
     current: Counts = field(default_factory=Counts)
     lifetime: Counts = field(default_factory=Counts)
     history: dict[int, Counts] = field(default_factory=dict)
-    ticks: list[tuple[int, int]] = field(default_factory=list)  # (behavior, successes) per tick
     last_switch: float | None = None
     switches: list[tuple[float, int, int]] = field(default_factory=list)  # (time, from, to)
 
@@ -169,50 +169,42 @@ class RunResult:
     seconds: float
 
 
-def _window_ticks() -> int:
-    return round(SETTINGS.window_seconds / (TICK * TASK_SECONDS))
-
-
-def _policy_step(states: list[AgentState], tick: int, now: float) -> list[tuple[int, int]]:
-    window = _window_ticks()
-    first = tick + 1 - window
+def _policy_step(
+    states: list[AgentState], windows: PolicyWindows, now: float
+) -> list[tuple[int, int]]:
     behaviors = names()
     fleet_all = [Counts() for _ in range(BEHAVIORS)]
-    # A behavior's recent counts cover its last window of use: the registry's counts since
-    # (its last task - window), the last window for one agents run now.
-    last_run = [-1] * BEHAVIORS
-    for s in states:
-        for k, (b, _) in enumerate(s.ticks):
-            last_run[b] = max(last_run[b], k)
-    fleet_recent = [Counts() for _ in range(BEHAVIORS)]
-    recent_agents = [0] * BEHAVIORS
-    evidence = []
+    # What the controller reads at each evaluation (cumulative counts per agent and script,
+    # and each agent's open assignment) goes through the controller's own ring of snapshots.
+    scripts: dict[ScriptKey, Counts] = {}
+    assignments = {}
     for i, s in enumerate(states):
+        agent = f"sim/agent-{i:03d}"
         for b, c in s.history.items():
             fleet_all[b] += c
-        seen: set[int] = set()
-        for k, (b, wins) in enumerate(s.ticks):
-            if k > last_run[b] - window:
-                fleet_recent[b] += Counts(TICK, wins)
-                seen.add(b)
-        for b in seen:
-            recent_agents[b] += 1
-        mine = s.ticks[max(first, s.since_tick) : tick + 1]
-        recent = Counts(TICK * len(mine), sum(w for _, w in mine))
-        evidence.append(
-            AgentEvidence(
-                agent=f"sim/agent-{i:03d}",
-                current=behaviors[s.behavior],
-                current_counts=s.current,
-                history={behaviors[b]: c for b, c in s.history.items()},
-                last_switch_at=s.last_switch,
-                recent_counts=recent,
-            )
+            scripts[(agent, behaviors[b], 1, behaviors[b])] = c
+        assignments[agent] = ((s.behavior, s.since_tick), s.current)
+    recent = windows.observe(now, scripts=scripts, assignments=assignments, role=assignments)
+    evidence = [
+        AgentEvidence(
+            agent=f"sim/agent-{i:03d}",
+            current=behaviors[s.behavior],
+            current_counts=s.current,
+            history={behaviors[b]: c for b, c in s.history.items()},
+            last_switch_at=s.last_switch,
+            recent_counts=None if recent is None else recent.agent(f"sim/agent-{i:03d}"),
         )
-    candidates = [
-        CandidateEvidence(behaviors[b], 1, fleet_all[b], fleet_recent[b], recent_agents[b])
-        for b in range(BEHAVIORS)
+        for i, s in enumerate(states)
     ]
+    candidates = []
+    for b in range(BEHAVIORS):
+        window = None if recent is None else recent.candidate(behaviors[b], 1)
+        if window is None:
+            # As the controller: the agents with a row for it (revision_stats).
+            agents = sum(1 for s in states if b in s.history) or None
+            candidates.append(CandidateEvidence(behaviors[b], 1, fleet_all[b], None, agents))
+        else:
+            candidates.append(CandidateEvidence(behaviors[b], 1, fleet_all[b], *window))
     in_window = sum(
         1 for s in states for at, _, _ in s.switches if now - at < SETTINGS.cooldown_seconds
     )
@@ -249,6 +241,7 @@ def simulate(seed: int, scenario: str, rule: str) -> RunResult:
     draws = random.Random(seed * 7919 + 1)
     uniforms = [[draws.random() for _ in range(TASKS)] for _ in range(AGENTS)]
     states = [AgentState(world.start[i]) for i in range(AGENTS)]
+    windows = PolicyWindows(SETTINGS.window_seconds)
     expected = oracle = 0.0
     harmful = returns = flaps = 0
     on_dropped = {i for i in range(AGENTS) if world.start[i] == world.dropped}
@@ -264,14 +257,13 @@ def simulate(seed: int, scenario: str, rule: str) -> RunResult:
             s.current += got
             s.lifetime += got
             s.history[s.behavior] = s.history.get(s.behavior, Counts()) + got
-            s.ticks.append((s.behavior, wins))
         if (tick + 1) * TICK == DROP_AT:
             on_dropped = {i for i, s in enumerate(states) if s.behavior == world.dropped}
         if tick == TASKS // TICK - 1:
             break
         now = (tick + 1) * TICK * TASK_SECONDS
         if rule == "policy":
-            moves = _policy_step(states, tick, now)
+            moves = _policy_step(states, windows, now)
         elif rule == "seed":
             moves = _seed_step(states)
         else:
