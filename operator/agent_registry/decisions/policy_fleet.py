@@ -53,6 +53,30 @@ def judged_cell(agent: AgentEvidence, min_tasks: int) -> Counts:
     return agent.current_counts
 
 
+def before_change(name: str) -> str:
+    """The name under which a changed behavior's older records enter the record fit: as a
+    behavior of its own (the script before its change), so they still place the agents'
+    skill without passing for evidence about the behavior as it is now."""
+    return f"{name} (before its change)"
+
+
+def own_cells(agent: AgentEvidence, cell: Counts, changed: frozenset[str]) -> dict[str, Normal]:
+    """The agent's cells besides its judged one, for the record: its history per behavior
+    (a changed behavior's under `before_change`), and when it is judged on its recent window,
+    the tasks of the assignment before that window (under `before_change` of its current
+    behavior: they are from before the change the window shows)."""
+    cells: dict[str, Normal] = {}
+    for name, past in sorted(agent.history.items()):
+        if name == agent.current or past.tasks == 0:
+            continue
+        cells[before_change(name) if name in changed else name] = log_odds(past)
+    if cell is not agent.current_counts:
+        earlier = _minus(agent.current_counts, cell)
+        if earlier is not None and earlier.tasks > 0:
+            cells[before_change(agent.current)] = log_odds(earlier)
+    return cells
+
+
 def _changed_behaviors(agents: Sequence[AgentEvidence], min_tasks: int) -> frozenset[str]:
     """Behaviors whose runners do differently in their window than each did before it: the
     window's successes against what each runner's own earlier rate predicts, summed over
@@ -174,16 +198,9 @@ class Fleet:
                     )
                 )
         components = Components(between, interaction_variance(between, pairs))
+        frozen = frozenset(changed_now)
         records = [
-            {
-                a.current: log_odds(cells[a.agent]),
-                **{
-                    name: log_odds(past)
-                    for name, past in sorted(a.history.items())
-                    # A behavior whose fleet rate just changed: records of it are from before.
-                    if name != a.current and past.tasks > 0 and name not in changed_now
-                },
-            }
+            {a.current: log_odds(cells[a.agent]), **own_cells(a, cells[a.agent], frozen)}
             for a in agents
         ]
         return Fleet(
@@ -194,7 +211,7 @@ class Fleet:
             min_tasks,
             RecordFit.build(records, components),
             {a.agent: i for i, a in enumerate(agents)},
-            frozenset(changed_now),
+            frozen,
         )
 
     def record_effects_for(self, agent: AgentEvidence) -> dict[str, Normal]:
@@ -222,4 +239,4 @@ class Fleet:
         return effects
 
 
-__all__ = ["Fleet", "Pool", "judged_cell"]
+__all__ = ["Fleet", "Pool", "before_change", "judged_cell", "own_cells"]

@@ -7,7 +7,7 @@ from statistics import NormalDist
 from typing import TYPE_CHECKING
 
 from agent_registry.decisions.evidence import Counts
-from agent_registry.decisions.policy_fleet import Fleet, judged_cell
+from agent_registry.decisions.policy_fleet import Fleet, judged_cell, own_cells
 from agent_registry.decisions.policy_model import (
     FLAT,
     Normal,
@@ -52,9 +52,9 @@ def judge(agent: AgentEvidence, fleet: Fleet, confidence: float) -> Verdict | No
     )
     recorded = fleet.record_effects_for(agent)
     past = {
-        name: log_odds(counts)
-        for name, counts in sorted(agent.history.items())
-        if name != current and counts.tasks > 0 and name in recorded and name not in fleet.changed
+        name: seen
+        for name, seen in own_cells(agent, cell, fleet.changed).items()
+        if name in recorded
     }
     keys = dict.fromkeys((current, *targets, *past))
     with_history = agent_posterior(
