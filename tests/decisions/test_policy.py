@@ -20,6 +20,7 @@ from agent_registry.decisions.policy import (
 )
 from agent_registry.decisions.policy_beta import beta_cdf
 from agent_registry.decisions.policy_fit import RecordFit
+from agent_registry.decisions.policy_fleet import Fleet, before_change, judged_cell, own_cells
 from agent_registry.decisions.policy_model import (
     Components,
     Normal,
@@ -453,3 +454,58 @@ def test_the_record_fit_leaves_an_agent_out_of_its_own_evidence() -> None:
     assert fit.effects(without=0)["a"].mean == pytest.approx(log_odds(Counts(200, 180)).mean)
     lone = RecordFit.build([{"a": log_odds(Counts(200, 100))}], components)
     assert lone.effects(without=0)["a"].variance > 1e3  # nothing else: flat
+
+
+def _rate_counts(tasks: int, log_odds_value: float) -> Counts:
+    return Counts(tasks, round(tasks / (1.0 + math.exp(-log_odds_value))))
+
+
+def _dropped_fleet() -> tuple[list[AgentEvidence], list[CandidateEvidence]]:
+    """Behavior a dropped: its ten runners' last 200 tasks are far worse than their first
+    1,000; twenty agents left it for b, each with a skill that shows on both."""
+    stayers = [
+        _agent(
+            f"stay-{i}",
+            "a",
+            1200,
+            _rate_counts(1000, 1.5).successes + _rate_counts(200, 0.0).successes,
+            recent=_rate_counts(200, 0.0),
+        )
+        for i in range(10)
+    ]
+    skills = [0.8 * (i - 9.5) / 9.5 for i in range(20)]
+    leavers = [
+        _agent(
+            f"left-{i}",
+            "b",
+            400,
+            _rate_counts(400, 1.2 + skill).successes,
+            history={"a": _rate_counts(1000, 1.5 + skill), "b": _rate_counts(400, 1.2 + skill)},
+        )
+        for i, skill in enumerate(skills)
+    ]
+    agents = stayers + leavers
+    a_all = Counts.total([a.current_counts for a in stayers] + [a.history["a"] for a in leavers])
+    candidates = [
+        CandidateEvidence(
+            "a", 1, a_all, Counts.total(a.recent_counts or Counts() for a in stayers), 10
+        ),
+        _candidate("b", agents),
+    ]
+    return agents, candidates
+
+
+def test_a_changed_behaviors_older_records_still_place_the_agents_skill() -> None:
+    agents, candidates = _dropped_fleet()
+    fleet = Fleet.build(agents, candidates, SETTINGS.min_tasks)
+    assert fleet.changed == frozenset({"a"})
+    stayer, leaver = agents[0], agents[10]
+    cell = judged_cell(stayer, SETTINGS.min_tasks)
+    assert cell == stayer.recent_counts
+    # The stayer's tasks before its window, and the leaver's history on a, count as a
+    # behavior of their own: "a" before its change.
+    assert set(own_cells(stayer, cell, fleet.changed)) == {before_change("a")}
+    assert set(own_cells(leaver, leaver.current_counts, fleet.changed)) == {before_change("a")}
+    # The leavers are pairs: their skill shows on a-before and on b, so the interaction
+    # share falls well below the prior's one half.
+    assert fleet.components.interaction < 0.25 * fleet.components.between

@@ -121,6 +121,26 @@ def _degraded_when_last_run(candidate: CandidateEvidence, min_tasks: int) -> boo
     return before is not None and change_z(before, recent, min_tasks) <= -CHANGE_Z
 
 
+def _before_effects(
+    candidates: Sequence[CandidateEvidence],
+    agents: Sequence[AgentEvidence],
+    changed: set[str],
+    between: float,
+) -> dict[str, Normal]:
+    """The effect of each changed behavior before its recent window, from its fleet counts
+    outside the window and the judged agents that ran it (their history)."""
+    found: dict[str, Normal] = {}
+    for c in candidates:
+        if c.name not in changed or c.recent_counts is None:
+            continue
+        older = _minus(c.counts, c.recent_counts)
+        if older is None or older.tasks == 0:
+            continue
+        k = sum(1 for a in agents if a.history.get(c.name, Counts()).tasks > 0)
+        found[c.name] = effect(older, max(k, 1), between)
+    return found
+
+
 @dataclass(frozen=True)
 class Pool:
     counts: Counts
@@ -175,6 +195,10 @@ class Fleet:
             for running_cells in running.values()
         )
         effects = {name: effect(p.counts, p.agents, between) for name, p in pools.items()}
+        # A changed behavior before its window, for the pairs: its agents' skill shows there
+        # as on any other behavior (the agents that left it after the change are the pairs
+        # that say how much of the spread follows an agent to its next behavior).
+        earlier = _before_effects(candidates, agents, changed_now, between)
         pairs = []
         for a in agents:
             cell = cells[a.agent]
@@ -182,12 +206,10 @@ class Fleet:
             if cell.tasks < min_tasks or now.variance >= FLAT:
                 continue
             for name, past in sorted(a.history.items()):
-                if name == a.current or past.tasks < min_tasks or name not in effects:
+                if name == a.current or past.tasks < min_tasks:
                     continue
-                if name in changed_now:
-                    continue
-                before = effects[name]
-                if before.variance >= FLAT:
+                before = earlier.get(name) if name in changed_now else effects.get(name)
+                if before is None or before.variance >= FLAT:
                     continue
                 y_before, y_now = log_odds(past), log_odds(cell)
                 pairs.append(
