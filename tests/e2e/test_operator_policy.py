@@ -5,7 +5,7 @@ processes with TokenRequest tokens).
 The examples' `quick` fails about half of its tasks where `balanced` and `careful` succeed
 nearly always: a policy in Recommend mode only says so; in Auto it moves coder-3 off `quick`
 once, with the evidence in its reason, never flaps back, and deleting the policy returns it to
-its spec.
+its spec. The candidates' recent windows (the controller's snapshots) show in the status.
 """
 
 from __future__ import annotations
@@ -112,6 +112,20 @@ def test_policy_recommends_then_switches_once_and_lets_go(
     assert [r.source for r in history(postgres_url, f"{kubectl.namespace}/coder-3")] == ["Spec"]
     events = kubectl("get", "events", "--field-selector", f"involvedObject.name={POLICY}")
     assert "Recommendation" in events
+    # The recent windows (from the controller's snapshots of the counts) are in use.
+    windows = wait_for(
+        lambda: {
+            c["name"]: c["recentTasks"]
+            for c in (kubectl.get("bp", POLICY) or {}).get("status", {}).get("candidates", [])
+            if c.get("recentTasks")
+        },
+        timeout=30,
+        what="recent windows in the policy's candidates",
+        diagnose=explain_all,
+    )
+    assert set(windows) == {"quick", "balanced", "careful"}
+    status = (kubectl.get("bp", POLICY) or {})["status"]
+    assert all(c["recentTasks"] <= c["tasks"] for c in status["candidates"])
 
     kubectl("apply", "-f", "-", input=policy_manifest("Auto"))
     wait_for(

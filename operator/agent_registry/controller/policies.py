@@ -315,6 +315,14 @@ class PolicyEvaluation:
                     "interval": [
                         round(x, 4) for x in candidate_interval(c.counts, self.spec.confidence)
                     ],
+                    **(
+                        {}
+                        if c.recent_counts is None
+                        else {
+                            "recentTasks": c.recent_counts.tasks,
+                            "recentSuccessRate": round(c.recent_counts.rate, 4),
+                        }
+                    ),
                 }
                 for c in candidates
             ],

@@ -85,6 +85,17 @@ class CandidateStatus(ResourceModel):
         max_length=2,
         description="[low, high] credible interval of the success rate at `confidence`.",
     )
+    recent_tasks: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Tasks of its last window of use (the last 20 minutes while agents run it), from"
+            " the controller's in-memory snapshots; absent until it has two of them."
+        ),
+    )
+    recent_success_rate: float | None = Field(
+        default=None, ge=0, le=1, description="Their success rate."
+    )
 
 
 class Recommendation(ResourceModel):
