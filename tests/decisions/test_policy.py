@@ -509,3 +509,30 @@ def test_a_changed_behaviors_older_records_still_place_the_agents_skill() -> Non
     # The leavers are pairs: their skill shows on a-before and on b, so the interaction
     # share falls well below the prior's one half.
     assert fleet.components.interaction < 0.25 * fleet.components.between
+
+
+def test_a_changed_behaviors_effect_is_not_its_survivors_window() -> None:
+    """The agents a behavior suits best stay on it longest: after a drop its window holds
+    them alone. Its effect now is its earlier one (every agent that ran it) plus the change
+    its runners show against their own earlier tasks."""
+    strong = 0.8
+    stayers = [
+        _agent(
+            f"stay-{i}",
+            "a",
+            1200,
+            _rate_counts(1000, 1.5 + strong).successes + _rate_counts(200, strong).successes,
+            recent=_rate_counts(200, strong),
+        )
+        for i in range(10)
+    ]
+    agents, candidates = _dropped_fleet()
+    agents = stayers + agents[10:]
+    window = Counts.total(a.recent_counts or Counts() for a in stayers)
+    a_all = Counts.total(
+        [a.current_counts for a in stayers] + [a.history["a"] for a in agents[10:]]
+    )
+    candidates = [CandidateEvidence("a", 1, a_all, window, 10), candidates[1]]
+    fleet = Fleet.build(agents, candidates, SETTINGS.min_tasks)
+    assert fleet.shifted == frozenset({"a"})
+    assert fleet.effects["a"].mean < log_odds(window).mean - 0.4

@@ -141,6 +141,32 @@ def _before_effects(
     return found
 
 
+def _shifted_effects(
+    agents: Sequence[AgentEvidence], earlier: Mapping[str, Normal], min_tasks: int
+) -> dict[str, Normal]:
+    """A changed behavior's effect now: its effect before the window plus the change its
+    runners show, each against its own earlier tasks. The pooled window alone is its
+    survivors' (those it suits best stay longest)."""
+    weighted: dict[str, float] = {}
+    weights: dict[str, float] = {}
+    for a in agents:
+        if a.current not in earlier or a.recent_counts is None:
+            continue
+        older = _minus(a.current_counts, a.recent_counts)
+        if older is None or older.tasks < min_tasks or a.recent_counts.tasks < min_tasks:
+            continue
+        new, old = log_odds(a.recent_counts), log_odds(older)
+        w = 1.0 / (new.variance + old.variance)
+        weighted[a.current] = weighted.get(a.current, 0.0) + w * (new.mean - old.mean)
+        weights[a.current] = weights.get(a.current, 0.0) + w
+    return {
+        name: Normal(
+            earlier[name].mean + weighted[name] / w, earlier[name].variance + 1.0 / w
+        )
+        for name, w in weights.items()
+    }
+
+
 @dataclass(frozen=True)
 class Pool:
     counts: Counts
@@ -165,6 +191,8 @@ class Fleet:
     # Behaviors whose current runners do differently in the window than before it: every
     # record of them is from before the change, so none is used.
     changed: frozenset[str]
+    # Changed behaviors whose effect is their earlier one plus their runners' change.
+    shifted: frozenset[str] = frozenset()
 
     @staticmethod
     def build(
@@ -199,6 +227,8 @@ class Fleet:
         # as on any other behavior (the agents that left it after the change are the pairs
         # that say how much of the spread follows an agent to its next behavior).
         earlier = _before_effects(candidates, agents, changed_now, between)
+        shifted = _shifted_effects(agents, earlier, min_tasks)
+        effects.update(shifted)
         pairs = []
         for a in agents:
             cell = cells[a.agent]
@@ -234,6 +264,7 @@ class Fleet:
             RecordFit.build(records, components),
             {a.agent: i for i, a in enumerate(agents)},
             frozen,
+            frozenset(shifted),
         )
 
     def record_effects_for(self, agent: AgentEvidence) -> dict[str, Normal]:
@@ -245,6 +276,8 @@ class Fleet:
 
     def effects_for(self, agent: AgentEvidence, cell: Counts) -> dict[str, Normal]:
         effects = dict(self.effects)
+        if agent.current in self.shifted:
+            return effects
         pool = self.pools[agent.current]
         if pool.holds == "cells":
             own = cell
