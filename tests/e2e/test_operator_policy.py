@@ -124,8 +124,6 @@ def test_policy_recommends_then_switches_once_and_lets_go(
         diagnose=explain_all,
     )
     assert set(windows) == {"quick", "balanced", "careful"}
-    status = (kubectl.get("bp", POLICY) or {})["status"]
-    assert all(c["recentTasks"] <= c["tasks"] for c in status["candidates"])
 
     kubectl("apply", "-f", "-", input=policy_manifest("Auto"))
     wait_for(

@@ -160,9 +160,7 @@ def _shifted_effects(
         weighted[a.current] = weighted.get(a.current, 0.0) + w * (new.mean - old.mean)
         weights[a.current] = weights.get(a.current, 0.0) + w
     return {
-        name: Normal(
-            earlier[name].mean + weighted[name] / w, earlier[name].variance + 1.0 / w
-        )
+        name: Normal(earlier[name].mean + weighted[name] / w, earlier[name].variance + 1.0 / w)
         for name, w in weights.items()
     }
 
