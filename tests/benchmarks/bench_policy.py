@@ -16,9 +16,12 @@ agent's t-th uniform draw is below the success rate of the behavior it runs then
 random numbers), so differences between rules are not sampling luck.
 
 - policy: `agent_registry.decisions.policy.recommend`, Auto mode (every recommendation
-  applied), given the evidence docs/policy.md asks of the controller: each agent's current
-  assignment, its last 20 min and its history per behavior; each behavior's all-time
-  counts and those of its last 20 min of use, with the number of agents behind them.
+  applied), given the evidence the controller gives it: each agent's current assignment and
+  its history per behavior, each behavior's all-time counts; the recent windows (an agent's
+  last 20 min on its assignment, a behavior's last 20 min of use and the agents behind them)
+  come, as in the controller, from `decisions.policy_windows.PolicyWindows` fed the
+  cumulative counts at each evaluation: none at the first evaluation, a shorter one at the
+  next three, a behavior's last window of use frozen at the evaluation it was last run.
 - seed: the seed's rule, applied at every evaluation: lifetime rate < 0.7 after more than 10
   tasks -> the behavior with the best fleet-wide average of the role; no cooldown, no budget.
 - never: no switch.

@@ -534,5 +534,5 @@ def test_a_changed_behaviors_effect_is_not_its_survivors_window() -> None:
     )
     candidates = [CandidateEvidence("a", 1, a_all, window, 10), candidates[1]]
     fleet = Fleet.build(agents, candidates, SETTINGS.min_tasks)
-    assert fleet.shifted == frozenset({"a"})
+    assert set(fleet.shifts) == {"a"}
     assert fleet.effects["a"].mean < log_odds(window).mean - 0.4

@@ -34,9 +34,9 @@ class PolicySettings:
     cooldown_seconds: float = 600.0
     max_switch_fraction: float = 0.25
     # What AgentEvidence.recent_counts and CandidateEvidence.recent_counts should span (the
-    # rule does not read the clock for it; the controller asks the registry for counts since
-    # now - window_seconds). Long enough for min_tasks at ordinary task rates, short enough
-    # that a behavior that degrades shows it within a few cooldowns.
+    # rule does not read the clock for it; the controller differences its snapshots of the
+    # cumulative counts, policy_windows). Long enough for min_tasks at ordinary task rates,
+    # short enough that a behavior that degrades shows it within a few cooldowns.
     window_seconds: float = 1200.0
 
     def __post_init__(self) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from agent_registry.decisions.evidence import Counts
@@ -141,12 +141,13 @@ def _before_effects(
     return found
 
 
-def _shifted_effects(
+def _shifts(
     agents: Sequence[AgentEvidence], earlier: Mapping[str, Normal], min_tasks: int
 ) -> dict[str, Normal]:
-    """A changed behavior's effect now: its effect before the window plus the change its
-    runners show, each against its own earlier tasks. The pooled window alone is its
-    survivors' (those it suits best stay longest)."""
+    """The change of each changed behavior, as its runners show it, each against its own
+    earlier tasks of the assignment (log-odds, precision-weighted). A changed behavior's effect
+    now is its effect before the window plus this: its pooled window alone is its survivors'
+    (those it suits best stay longest)."""
     weighted: dict[str, float] = {}
     weights: dict[str, float] = {}
     for a in agents:
@@ -159,10 +160,11 @@ def _shifted_effects(
         w = 1.0 / (new.variance + old.variance)
         weighted[a.current] = weighted.get(a.current, 0.0) + w * (new.mean - old.mean)
         weights[a.current] = weights.get(a.current, 0.0) + w
-    return {
-        name: Normal(earlier[name].mean + weighted[name] / w, earlier[name].variance + 1.0 / w)
-        for name, w in weights.items()
-    }
+    return {name: Normal(weighted[name] / w, 1.0 / w) for name, w in weights.items()}
+
+
+def _shifted(before: Normal, shift: Normal) -> Normal:
+    return Normal(before.mean + shift.mean, before.variance + shift.variance)
 
 
 @dataclass(frozen=True)
@@ -189,8 +191,9 @@ class Fleet:
     # Behaviors whose current runners do differently in the window than before it: every
     # record of them is from before the change, so none is used.
     changed: frozenset[str]
-    # Changed behaviors whose effect is their earlier one plus their runners' change.
-    shifted: frozenset[str] = frozenset()
+    # Changed behaviors whose effect is their earlier one plus their runners' change: that
+    # change (in the record fit too, from the effect of "before its change").
+    shifts: Mapping[str, Normal] = field(default_factory=dict)
 
     @staticmethod
     def build(
@@ -225,8 +228,8 @@ class Fleet:
         # as on any other behavior (the agents that left it after the change are the pairs
         # that say how much of the spread follows an agent to its next behavior).
         earlier = _before_effects(candidates, agents, changed_now, between)
-        shifted = _shifted_effects(agents, earlier, min_tasks)
-        effects.update(shifted)
+        shifts = _shifts(agents, earlier, min_tasks)
+        effects.update({name: _shifted(earlier[name], d) for name, d in shifts.items()})
         pairs = []
         for a in agents:
             cell = cells[a.agent]
@@ -262,7 +265,7 @@ class Fleet:
             RecordFit.build(records, components),
             {a.agent: i for i, a in enumerate(agents)},
             frozen,
-            frozenset(shifted),
+            shifts,
         )
 
     def record_effects_for(self, agent: AgentEvidence) -> dict[str, Normal]:
@@ -270,11 +273,15 @@ class Fleet:
         ever ran keeps its pooled fleet effect."""
         effects = dict(self.effects)
         effects.update(self.record.effects(without=self.slots[agent.agent]))
+        for name, shift in self.shifts.items():
+            before = effects.get(before_change(name))
+            if before is not None and before.variance < FLAT:
+                effects[name] = _shifted(before, shift)
         return effects
 
     def effects_for(self, agent: AgentEvidence, cell: Counts) -> dict[str, Normal]:
         effects = dict(self.effects)
-        if agent.current in self.shifted:
+        if agent.current in self.shifts:
             return effects
         pool = self.pools[agent.current]
         if pool.holds == "cells":
