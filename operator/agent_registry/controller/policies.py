@@ -152,7 +152,10 @@ class PolicyEvaluation:
         scripts: dict[ScriptKey, Counts] = {}
         for row in await registry.agent_revision_stats(namespace=namespace):
             counts = Counts(row.tasks, row.successes)
-            scripts[(row.agent_id, row.behavior_id, row.revision, row.script_sha256)] = counts
+            # The behavior as a string: a tuple of strings hashes from cached hashes, a uuid's
+            # hash is computed in Python at every lookup (the windows look up every row).
+            row_key = (row.agent_id, str(row.behavior_id), row.revision, row.script_sha256)
+            scripts[row_key] = counts
             behavior = behaviors.get(row.behavior_id)
             if behavior is None:
                 continue
@@ -236,7 +239,7 @@ class PolicyEvaluation:
         runners: Mapping[tuple[uuid.UUID, int], int],
         recent: Recent | None,
     ) -> CandidateEvidence:
-        window = recent.candidate(behavior_id, revision) if recent is not None else None
+        window = recent.candidate(str(behavior_id), revision) if recent is not None else None
         counts = fleet.get((behavior_id, revision), Counts())
         if window is None:
             return CandidateEvidence(

@@ -36,6 +36,14 @@ ScriptKey = tuple[str, Hashable, int, str]
 RevisionKey = tuple[Hashable, int]
 
 
+# Stored as (tasks, successes): a Counts costs about six times the memory of a tuple.
+Pair = tuple[int, int]
+
+
+def _pair(counts: Counts) -> Pair:
+    return (counts.tasks, counts.successes)
+
+
 def delta(now: Counts, before: Counts | None) -> Counts:
     """What was counted between two readings of one cumulative count. A key absent from the
     earlier reading started after it (counts whole); a count that went down was reset (the
@@ -52,9 +60,9 @@ def delta(now: Counts, before: Counts | None) -> Counts:
 @dataclass(frozen=True)
 class Snapshot:
     at: float
-    scripts: Mapping[ScriptKey, Counts]
-    # agent -> (identity of its open assignment, that assignment's counts)
-    assignments: Mapping[str, tuple[Hashable, Counts]]
+    scripts: Mapping[ScriptKey, Pair]
+    # agent -> (identity of its open assignment, that assignment's (tasks, successes))
+    assignments: Mapping[str, tuple[Hashable, Pair]]
 
     def keeping(self, scripts: Collection[ScriptKey], agents: Collection[str]) -> Snapshot:
         """The same snapshot without the keys no longer read (bounded memory)."""
@@ -84,8 +92,8 @@ class Recent:
         identity, counts = current
         before = self.base.assignments.get(agent)
         if before is None or before[0] != identity:
-            return counts  # opened after the baseline: all of it is recent
-        return delta(counts, before[1])
+            return Counts(*counts)  # opened after the baseline: all of it is recent
+        return delta(Counts(*counts), Counts(*before[1]))
 
     def candidate(self, behavior: Hashable, revision: int) -> tuple[Counts, int] | None:
         """A candidate revision's counts over its last window of use over the policy's role,
@@ -93,22 +101,39 @@ class Recent:
         return self.last_use.get((behavior, revision))
 
 
+def _pair_delta(now: Pair, before: Pair | None) -> Pair:
+    """`delta` on stored pairs (the hot loop: no Counts built per row)."""
+    if before is None:
+        return now
+    tasks, successes = now[0] - before[0], now[1] - before[1]
+    if tasks < 0 or successes < 0 or successes > tasks:
+        return now
+    return (tasks, successes)
+
+
 def _window_of(
     now: Snapshot, base: Snapshot, role: Collection[str]
 ) -> dict[RevisionKey, tuple[Counts, int]]:
-    tasks: dict[RevisionKey, Counts] = {}
+    sums: dict[RevisionKey, list[int]] = {}
     agents: dict[RevisionKey, set[str]] = {}
+    earlier = base.scripts
     for key, counts in now.scripts.items():
         agent, behavior, revision, _ = key
         if agent not in role:
             continue
-        got = delta(counts, base.scripts.get(key))
-        if got.tasks == 0:
+        tasks, successes = _pair_delta(counts, earlier.get(key))
+        if tasks == 0:
             continue
         slot = (behavior, revision)
-        tasks[slot] = tasks.get(slot, Counts()) + got
-        agents.setdefault(slot, set()).add(agent)
-    return {slot: (counts, len(agents[slot])) for slot, counts in tasks.items()}
+        total = sums.get(slot)
+        if total is None:
+            sums[slot] = [tasks, successes]
+            agents[slot] = {agent}
+        else:
+            total[0] += tasks
+            total[1] += successes
+            agents[slot].add(agent)
+    return {slot: (Counts(t, w), len(agents[slot])) for slot, (t, w) in sums.items()}
 
 
 class PolicyWindows:
@@ -131,6 +156,23 @@ class PolicyWindows:
         self.kept: list[Snapshot] = []
         self.latest: Snapshot | None = None
         self.last_use: dict[RevisionKey, tuple[Counts, int]] = {}
+        # One key object per script row, shared by every snapshot (the readings build new
+        # ones each time): a snapshot then costs a dict slot and a pair per row.
+        self.keys: dict[ScriptKey, ScriptKey] = {}
+
+    def _reading(
+        self,
+        at: float,
+        scripts: Mapping[ScriptKey, Counts],
+        assignments: Mapping[str, tuple[Hashable, Counts]],
+    ) -> Snapshot:
+        keys = {key: self.keys.get(key, key) for key in scripts}
+        self.keys = {key: key for key in keys.values()}
+        return Snapshot(
+            at,
+            {keys[key]: _pair(counts) for key, counts in scripts.items()},
+            {agent: (identity, _pair(counts)) for agent, (identity, counts) in assignments.items()},
+        )
 
     def observe(
         self,
@@ -142,14 +184,20 @@ class PolicyWindows:
     ) -> Recent | None:
         """Record a reading and return the windows it gives (None: no earlier reading yet).
         `role`: the agents whose script rows make up the candidates' fleet counts."""
-        now = Snapshot(at, dict(scripts), dict(assignments))
+        now = self._reading(at, scripts, assignments)
         live_scripts, live_agents = now.scripts.keys(), now.assignments.keys()
 
         def usable(s: Snapshot) -> bool:
             # A clock that went back (or a replayed reading) invalidates the later snapshots.
             return s.at < at and at - s.at <= self.max_age
 
-        kept = [s.keeping(live_scripts, live_agents) for s in self.kept if usable(s)]
+        kept = [s for s in self.kept if usable(s)]
+        # Every snapshot holds only keys the previous reading had: pruned when one went.
+        last = self.latest
+        if last is not None and not (
+            last.scripts.keys() <= live_scripts and last.assignments.keys() <= live_agents
+        ):
+            kept = [s.keeping(live_scripts, live_agents) for s in kept]
         previous = self.latest if self.latest is not None and usable(self.latest) else None
         old_enough = [i for i, s in enumerate(kept) if s.at <= at - self.window]
         # The youngest snapshot at least a window old; the older ones are never a baseline
