@@ -122,7 +122,7 @@ def test_rows_that_disappear_are_evicted() -> None:
     )
     _observe(ring, 200.0, {_row("ns/a"): Counts(2, 2)})
     assert all(_row("ns/b") not in s.scripts for s in ring.kept)
-    assert all("ns/b" not in s.assignments for s in ring.kept)
+    assert all("ns/b" not in s.agents for s in ring.kept)
 
 
 def test_a_pause_in_readings_empties_the_ring() -> None:

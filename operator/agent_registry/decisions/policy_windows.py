@@ -25,8 +25,11 @@ ring is empty and refills within one window; until then the rule works without w
 
 from __future__ import annotations
 
-from collections.abc import Collection, Hashable, Mapping
+from array import array
+from collections.abc import Collection, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Generic, TypeVar
 
 from agent_registry.decisions.evidence import Counts
 
@@ -36,12 +39,8 @@ ScriptKey = tuple[str, Hashable, int, str]
 RevisionKey = tuple[Hashable, int]
 
 
-# Stored as (tasks, successes): a Counts costs about six times the memory of a tuple.
+# (tasks, successes) of one reading.
 Pair = tuple[int, int]
-
-
-def _pair(counts: Counts) -> Pair:
-    return (counts.tasks, counts.successes)
 
 
 def delta(now: Counts, before: Counts | None) -> Counts:
@@ -50,26 +49,93 @@ def delta(now: Counts, before: Counts | None) -> Counts:
     agent or its row was recreated), and counts whole from the reset."""
     if before is None:
         return now
-    tasks = now.tasks - before.tasks
-    successes = now.successes - before.successes
-    if tasks < 0 or successes < 0 or successes > tasks:
-        return now
+    tasks, successes = _pair_delta((now.tasks, now.successes), (before.tasks, before.successes))
     return Counts(tasks, successes)
 
 
-@dataclass(frozen=True)
+K = TypeVar("K", bound=Hashable)
+# (agent, identity of its open assignment)
+AssignmentKey = tuple[str, Hashable]
+
+
+@dataclass(frozen=True, eq=False)
+class Layout(Generic[K]):
+    """The keys of a reading, in order, and each one's slot. Consecutive readings of an
+    unchanged fleet share one Layout, so that a snapshot costs two arrays of counts: 16 bytes
+    a row (a dict of pairs cost about 250 at 10,000 agents x 3 scripts)."""
+
+    keys: tuple[K, ...]
+    slot: Mapping[K, int]
+
+    @classmethod
+    def of(cls, keys: tuple[K, ...]) -> Layout[K]:
+        return cls(keys, {key: i for i, key in enumerate(keys)})
+
+
+@dataclass(frozen=True, eq=False)
+class AssignmentLayout(Layout[AssignmentKey]):
+    @cached_property
+    def by_agent(self) -> Mapping[str, AssignmentKey]:
+        """Each agent's key."""
+        return {key[0]: key for key in self.keys}
+
+
+@dataclass(frozen=True, eq=False)
+class Column(Generic[K]):
+    """One cumulative count per key of `layout`, as read at one time."""
+
+    layout: Layout[K]
+    tasks: array[int]
+    successes: array[int]
+
+    @classmethod
+    def of(cls, layout: Layout[K], pairs: Iterable[tuple[K, Pair]]) -> Column[K]:
+        """`pairs` holds every key of `layout` once, in any order."""
+        tasks, successes = array("q", bytes(8 * len(layout.keys))), array("q")
+        successes.extend(tasks)
+        slot = layout.slot
+        for key, (t, w) in pairs:
+            i = slot[key]
+            tasks[i] = t
+            successes[i] = w
+        return cls(layout, tasks, successes)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.layout.slot
+
+    def get(self, key: K) -> Pair | None:
+        i = self.layout.slot.get(key)
+        return None if i is None else (self.tasks[i], self.successes[i])
+
+    def items(self) -> Iterator[tuple[K, Pair]]:
+        return zip(self.layout.keys, zip(self.tasks, self.successes, strict=True), strict=True)
+
+    def keeping(self, live: Collection[K], layout: type[Layout[K]] = Layout) -> Column[K]:
+        """The same counts without the keys no longer read (bounded memory)."""
+        kept = [(key, pair) for key, pair in self.items() if key in live]
+        return Column.of(layout.of(tuple(key for key, _ in kept)), kept)
+
+
+@dataclass(frozen=True, eq=False)
 class Snapshot:
     at: float
-    scripts: Mapping[ScriptKey, Pair]
-    # agent -> (identity of its open assignment, that assignment's (tasks, successes))
-    assignments: Mapping[str, tuple[Hashable, Pair]]
+    scripts: Column[ScriptKey]
+    # The open assignments' counts (their layout is an AssignmentLayout).
+    assignments: Column[AssignmentKey]
+
+    @property
+    def agents(self) -> Mapping[str, AssignmentKey]:
+        """Each agent's key in `assignments`."""
+        layout = self.assignments.layout
+        assert isinstance(layout, AssignmentLayout)
+        return layout.by_agent
 
     def keeping(self, scripts: Collection[ScriptKey], agents: Collection[str]) -> Snapshot:
-        """The same snapshot without the keys no longer read (bounded memory)."""
+        live = {key for agent, key in self.agents.items() if agent in agents}
         return Snapshot(
             self.at,
-            {k: v for k, v in self.scripts.items() if k in scripts},
-            {k: v for k, v in self.assignments.items() if k in agents},
+            self.scripts.keeping(scripts),
+            self.assignments.keeping(live, AssignmentLayout),
         )
 
 
@@ -86,14 +152,13 @@ class Recent:
 
     def agent(self, agent: str) -> Counts | None:
         """The agent's open assignment's counts within the window; None when it has none."""
-        current = self.now.assignments.get(agent)
-        if current is None:
+        key = self.now.agents.get(agent)
+        if key is None:
             return None
-        identity, counts = current
-        before = self.base.assignments.get(agent)
-        if before is None or before[0] != identity:
-            return Counts(*counts)  # opened after the baseline: all of it is recent
-        return delta(Counts(*counts), Counts(*before[1]))
+        counts = self.now.assignments.get(key)
+        assert counts is not None
+        # A key absent from the baseline: opened after it, all of it is recent.
+        return Counts(*_pair_delta(counts, self.base.assignments.get(key)))
 
     def candidate(self, behavior: Hashable, revision: int) -> tuple[Counts, int] | None:
         """A candidate revision's counts over its last window of use over the policy's role,
@@ -102,7 +167,6 @@ class Recent:
 
 
 def _pair_delta(now: Pair, before: Pair | None) -> Pair:
-    """`delta` on stored pairs (the hot loop: no Counts built per row)."""
     if before is None:
         return now
     tasks, successes = now[0] - before[0], now[1] - before[1]
@@ -117,11 +181,15 @@ def _window_of(
     sums: dict[RevisionKey, list[int]] = {}
     agents: dict[RevisionKey, set[str]] = {}
     earlier = base.scripts
-    for key, counts in now.scripts.items():
+    same = earlier.layout is now.scripts.layout  # the common case: slot for slot
+    keys = now.scripts.layout.keys
+    for i, (t_now, w_now) in enumerate(zip(now.scripts.tasks, now.scripts.successes, strict=True)):
+        key = keys[i]
         agent, behavior, revision, _ = key
         if agent not in role:
             continue
-        tasks, successes = _pair_delta(counts, earlier.get(key))
+        before = (earlier.tasks[i], earlier.successes[i]) if same else earlier.get(key)
+        tasks, successes = _pair_delta((t_now, w_now), before)
         if tasks == 0:
             continue
         slot = (behavior, revision)
@@ -156,9 +224,17 @@ class PolicyWindows:
         self.kept: list[Snapshot] = []
         self.latest: Snapshot | None = None
         self.last_use: dict[RevisionKey, tuple[Counts, int]] = {}
-        # One key object per script row, shared by every snapshot (the readings build new
-        # ones each time): a snapshot then costs a dict slot and a pair per row.
-        self.keys: dict[ScriptKey, ScriptKey] = {}
+        # The latest layouts, reused while the keys stay the same (see Layout).
+        self._scripts_layout: Layout[ScriptKey] = Layout.of(())
+        self._assignments_layout: Layout[AssignmentKey] = AssignmentLayout.of(())
+
+    @staticmethod
+    def _layout(current: Layout[K], keys: Iterable[K]) -> Layout[K]:
+        """`current` when the reading has the same keys (in any order), else a new layout
+        of the same kind."""
+        read = tuple(keys)
+        same = len(read) == len(current.keys) and all(key in current.slot for key in read)
+        return current if same else type(current).of(read)
 
     def _reading(
         self,
@@ -166,12 +242,17 @@ class PolicyWindows:
         scripts: Mapping[ScriptKey, Counts],
         assignments: Mapping[str, tuple[Hashable, Counts]],
     ) -> Snapshot:
-        keys = {key: self.keys.get(key, key) for key in scripts}
-        self.keys = {key: key for key in keys.values()}
+        self._scripts_layout = self._layout(self._scripts_layout, scripts)
+        opened = [
+            ((agent, identity), (c.tasks, c.successes))
+            for agent, (identity, c) in assignments.items()
+        ]
+        self._assignments_layout = self._layout(self._assignments_layout, (k for k, _ in opened))
+        rows = ((key, (c.tasks, c.successes)) for key, c in scripts.items())
         return Snapshot(
             at,
-            {keys[key]: _pair(counts) for key, counts in scripts.items()},
-            {agent: (identity, _pair(counts)) for agent, (identity, counts) in assignments.items()},
+            Column.of(self._scripts_layout, rows),
+            Column.of(self._assignments_layout, opened),
         )
 
     def observe(
@@ -185,7 +266,7 @@ class PolicyWindows:
         """Record a reading and return the windows it gives (None: no earlier reading yet).
         `role`: the agents whose script rows make up the candidates' fleet counts."""
         now = self._reading(at, scripts, assignments)
-        live_scripts, live_agents = now.scripts.keys(), now.assignments.keys()
+        live_scripts, live_agents = now.scripts.layout.slot.keys(), now.agents.keys()
 
         def usable(s: Snapshot) -> bool:
             # A clock that went back (or a replayed reading) invalidates the later snapshots.
@@ -195,7 +276,7 @@ class PolicyWindows:
         # Every snapshot holds only keys the previous reading had: pruned when one went.
         last = self.latest
         if last is not None and not (
-            last.scripts.keys() <= live_scripts and last.assignments.keys() <= live_agents
+            last.scripts.layout.slot.keys() <= live_scripts and last.agents.keys() <= live_agents
         ):
             kept = [s.keeping(live_scripts, live_agents) for s in kept]
         previous = self.latest if self.latest is not None and usable(self.latest) else None
@@ -215,7 +296,7 @@ class PolicyWindows:
         ran = _window_of(now, previous, role)
         # In use since the previous reading: its last window of use is simply the window.
         last_use = {slot: counts for slot, counts in window.items() if slot in ran}
-        present = {(behavior, revision) for _, behavior, revision, _ in now.scripts}
+        present = {(key[1], key[2]) for key in now.scripts.layout.keys}
         for slot, stored in self.last_use.items():
             if slot not in last_use and slot in present:
                 last_use[slot] = stored  # nothing since: kept as it was when last used
