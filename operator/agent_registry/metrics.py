@@ -56,6 +56,12 @@ class Metrics:
             ("kind", "result"),
             registry=self.registry,
         )
+        self.events_dropped = Counter(
+            "events_dropped_total",
+            "Events not posted because the fleet-wide Event budget was spent, by reason.",
+            ("reason",),
+            registry=self.registry,
+        )
         self.reports_ingested = Counter(
             "reports_ingested_total",
             "Outcome reports received by the registry API, by result.",

@@ -6,8 +6,6 @@ handler retried after a crash or an outage converges without duplicate history r
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime
 import logging
 from dataclasses import dataclass
@@ -17,8 +15,10 @@ import kopf
 
 from agent_registry.controller import rendering
 from agent_registry.controller.arbitration import (
+    UNREAD,
     BehaviorCatalog,
     BehaviorIndex,
+    Unread,
     apply_decision,
     decide_agent,
     facts_for,
@@ -27,12 +27,10 @@ from agent_registry.controller.arbitration import (
 from agent_registry.controller.conditions import Cond, find
 from agent_registry.controller.context import ASSIGNED_BY, OperatorContext, context_of
 from agent_registry.controller.events import post_event
-from agent_registry.controller.indexes import Key, ObjectState, state_of
-from agent_registry.controller.retrying import retry_on_outage
+from agent_registry.controller.indexes import ObjectState, state_of
 from agent_registry.controller.status import (
     AgentView,
     desired_agent_status,
-    status_patch,
     underperforming_policy,
 )
 from agent_registry.controller.views import ViewReader, agent_view, assignment_view
@@ -41,6 +39,7 @@ from agent_registry.registry import (
     AgentAlreadyRegistered,
     AgentNotFound,
     AgentRecord,
+    AssignmentRecord,
     RegistryUnavailable,
 )
 
@@ -51,24 +50,32 @@ def agent_id_of(namespace: str, name: str) -> str:
     return f"{namespace}/{name}"
 
 
-async def ensure_registered(ctx: OperatorContext, agent: ObjectState) -> AgentRecord:
-    """The agent's registry record, registering it or reactivating a stopped one."""
+async def ensure_registered(
+    ctx: OperatorContext, agent: ObjectState, known: AgentRecord | Unread | None = UNREAD
+) -> AgentRecord:
+    """The agent's registry record, registering it or reactivating a stopped one. `known`:
+    the record as a bulk read found it (None: not registered), so no read of its own."""
     registry = ctx.registry
     agent_id = agent_id_of(agent.namespace, agent.name)
-    try:
-        record = await registry.get_by_agent_id(agent_id)
-    except AgentNotFound:
-        record = None
+    record: AgentRecord | None
+    if isinstance(known, Unread):
+        try:
+            record = await registry.get_by_agent_id(agent_id)
+        except AgentNotFound:
+            record = None
+    else:
+        record = known
     if record is None or record.status == "stopped":
         # Registered concurrently (another handler run)? Then the record below is current.
-        with contextlib.suppress(AgentAlreadyRegistered):
-            await registry.register_agent(
+        try:
+            record = await registry.register_agent(
                 agent_id,
                 agent.spec["role"],
                 name=agent.spec.get("displayName") or agent.name,
                 created_by=ASSIGNED_BY,
             )
-        record = await registry.get_by_agent_id(agent_id)
+        except AgentAlreadyRegistered:
+            record = await registry.get_by_agent_id(agent_id)
     name = agent.spec.get("displayName") or agent.name
     notes = agent.spec.get("notes")
     if record.agent_name != name or (notes is not None and record.notes != notes):
@@ -79,11 +86,19 @@ async def ensure_registered(ctx: OperatorContext, agent: ObjectState) -> AgentRe
     return record
 
 
-async def apply_workload(ctx: OperatorContext, agent: ObjectState) -> None:
-    """The Deployment when spec.template is set; removed when the template goes away."""
+async def apply_workload(
+    ctx: OperatorContext, agent: ObjectState, deployments: set[str] | None = None
+) -> None:
+    """The Deployment when spec.template is set; removed when the template goes away.
+    `deployments`: the agents of the namespace that have a Deployment of ours, as one list
+    found them (a batch lists them once instead of a GET per agent without a template)."""
     name = rendering.deployment_name(agent.name)
     template = agent.spec.get("template")
     if not template:
+        if deployments is not None:
+            if agent.name in deployments:
+                await ctx.kube.delete("apps/v1", "deployments", agent.namespace, name)
+            return
         existing = await ctx.kube.get("apps/v1", "deployments", agent.namespace, name)
         labels = ((existing or {}).get("metadata") or {}).get("labels") or {}
         if labels.get(rendering.AGENT_LABEL) == agent.name:
@@ -110,26 +125,50 @@ class SyncResult:
     pinned: Cond | None  # the Pinned condition (None: no pin annotation)
 
 
+@dataclass(frozen=True)
+class Prefetched:
+    """What a batch read in bulk for one agent: its record (None: not registered), its open
+    assignment (None: none), and the agents of its namespace with a Deployment of ours."""
+
+    record: AgentRecord | None
+    assignment: AssignmentRecord | None
+    deployments: set[str] | None = None
+
+
 async def sync_agent(
     ctx: OperatorContext,
     agent: ObjectState,
     behavior_states: BehaviorIndex,
     *,
     workload: bool,
+    catalog: BehaviorCatalog | None = None,
+    known: Prefetched | None = None,
 ) -> SyncResult:
-    """Registry + the arbiter's decision + ConfigMap (+ Deployment when `workload`)."""
+    """Registry + the arbiter's decision + ConfigMap (+ Deployment when `workload`).
+    A batch passes its namespace's `catalog` (behaviors read once for the batch) and what it
+    read in bulk (`known`)."""
     async with ctx.agent_lock(agent_id_of(agent.namespace, agent.name)):
-        record = await ensure_registered(ctx, agent)
-        catalog = BehaviorCatalog(ctx, agent.namespace)
+        record = await ensure_registered(ctx, agent, known.record if known else UNREAD)
+        if catalog is None:
+            catalog = BehaviorCatalog(ctx, agent.namespace)
         facts = facts_for(ctx, agent)
         decision, _ = await decide_agent(catalog, facts)
-        applied = await apply_decision(ctx, agent, decision, catalog, behavior_states)
+        applied = await apply_decision(
+            ctx,
+            agent,
+            decision,
+            catalog,
+            behavior_states,
+            # Not registered when read in bulk: no assignment either (this reconcile, under
+            # the agent's lock, is the only one that registers it).
+            before=known.assignment if known is not None else UNREAD,
+        )
         view = None
         if applied.assignment is not None and decision.primary is not None:
             behavior = await catalog.record(decision.primary.behavior)
             view = agent_view(record, assignment_view(applied.assignment, behavior))
         if workload:
-            await apply_workload(ctx, agent)
+            await apply_workload(ctx, agent, known.deployments if known else None)
     return SyncResult(record, decision, applied.changed, view, pin_condition(facts, decision))
 
 
@@ -191,31 +230,23 @@ async def agent_status(
     )
 
 
-@retry_on_outage
-async def reconcile_agent(
+async def enqueue_agent(
     body: kopf.Body,
     memo: kopf.Memo,
-    patch: kopf.Patch,
-    behavior_states: kopf.Index[Key, ObjectState],
+    type: str | None,
     **_: Any,
 ) -> None:
-    """create / update / resume of an Agent."""
+    """Every watch event of an Agent (kopf.on.event: kopf stores nothing on the object for
+    it): hand it to the fleet reconciler, which reconciles in batches what changed since it
+    last reconciled the agent (spec generation, pin annotations; everything at startup)."""
     ctx = context_of(memo)
+    if ctx.fleet is None:
+        return
     agent = state_of("Agent", body)
-    synced = await sync_agent(ctx, agent, behavior_states, workload=True)
-    desired = await agent_status(
-        ctx,
-        agent,
-        observed_generation=agent.generation,
-        view=synced.view,
-        pinned=synced.pinned,
-    )
-    changes = status_patch(agent.status, desired)
-    if changes:
-        patch.status.update(changes)
-    await post_decision_events(ctx, agent, synced, desired)
-    if ctx.metrics is not None:
-        ctx.metrics.reconciles.labels(kind="Agent", result="ok").inc()
+    if type == "DELETED" or (body.get("metadata") or {}).get("deletionTimestamp"):
+        ctx.fleet.forget((agent.namespace, agent.name))
+        return
+    ctx.fleet.offer(agent)
 
 
 async def delete_agent(
@@ -254,49 +285,14 @@ async def delete_agent(
 async def redecide_agents(
     ctx: OperatorContext,
     agents: list[ObjectState],
-    *,
-    concurrency: int = 16,
 ) -> None:
     """Decide again for these agents and re-render their ConfigMaps: after a behavior's new
-    revision (its agents by spec or by pin), or when a policy's grants changed. Deployments
-    are not touched (no pod restarts).
-
-    This is the hot-reload latency path, so it does the least per agent: one decision (the
-    behaviors are read once for all agents of the namespace), at most one assignment and one
-    ConfigMap apply. Status follows from the write-back loop, Events after every ConfigMap.
-    """
-    assert ctx.indexes is not None, "the startup handler sets the indexes"
-    behavior_states = ctx.indexes.behavior_states
-    semaphore = asyncio.Semaphore(concurrency)
-    catalogs: dict[str, BehaviorCatalog] = {}
-    changed: list[tuple[ObjectState, Decision]] = []
-
-    async def one_agent(agent: ObjectState) -> None:
-        catalog = catalogs.setdefault(agent.namespace, BehaviorCatalog(ctx, agent.namespace))
-        async with semaphore, ctx.agent_lock(agent_id_of(agent.namespace, agent.name)):
-            decision, _ = await decide_agent(catalog, facts_for(ctx, agent))
-            try:
-                applied = await apply_decision(ctx, agent, decision, catalog, behavior_states)
-            except AgentNotFound:
-                return  # not registered yet: its own create handler decides
-            if applied.changed:
-                changed.append((agent, decision))
-
-    results = await asyncio.gather(*(one_agent(a) for a in agents), return_exceptions=True)
-    errors = [r for r in results if isinstance(r, BaseException)]
-    if errors:
-        raise errors[0]
-    await asyncio.gather(
-        *(
-            post_event(
-                ctx,
-                agent,
-                reason="BehaviorReloaded",
-                message=(
-                    f"{decision.source}: {decision.primary.label() if decision.primary else '-'}"
-                    f": {decision.reason}"
-                ),
-            )
-            for agent, decision in changed
-        )
-    )
+    revision (its agents by spec or by pin), or when a policy's, an experiment's or a
+    rollout's grants changed. Done by the fleet reconciler in its batches (bulk registry
+    reads, bounded concurrent writes, status through the fleet-wide limited writer), merged
+    with whatever else is pending for the same agents; returns once all are done and raises
+    the first failure (the reconciler retries failed agents itself too)."""
+    if not agents:
+        return
+    assert ctx.fleet is not None, "the startup handler sets up the fleet reconciler"
+    await ctx.fleet.sync(agents)

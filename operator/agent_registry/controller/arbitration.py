@@ -45,6 +45,13 @@ from agent_registry.registry import (
 BehaviorIndex = Mapping[Key, Any]
 
 
+class Unread:
+    """Not read yet (as opposed to None: read, and there is none)."""
+
+
+UNREAD = Unread()
+
+
 @dataclass
 class BehaviorCatalog:
     """The registry's view of the behaviors one decision may name, read once per decision.
@@ -231,6 +238,8 @@ async def apply_decision(
     decision: Decision,
     catalog: BehaviorCatalog,
     behavior_states: BehaviorIndex,
+    *,
+    before: AssignmentRecord | Unread | None = UNREAD,
 ) -> Applied:
     """Record the decision in the registry (a new assignment when the primary script or the
     source changed) and apply the agent's ConfigMap with the decided bundle.
@@ -238,12 +247,14 @@ async def apply_decision(
     The open assignment is always read from the registry, never taken from the Agent's
     status: the status lags by up to one write-back interval, and a change followed by a
     change back within it (a rollout started and aborted) would otherwise leave the registry,
-    and then the status, on the wrong decision."""
+    and then the status, on the wrong decision. A batch passes `before` as it read it in bulk
+    for the whole batch, in the same (serialized) reconcile of the agent."""
     primary = decision.primary
     if primary is None:
         return Applied(False, None)
     agent_id = f"{agent.namespace}/{agent.name}"
-    before = await open_assignment(ctx.registry, agent_id)
+    if isinstance(before, Unread):
+        before = await open_assignment(ctx.registry, agent_id)
     record = await catalog.record(primary.behavior)
     changed = before is None or (
         record is None
@@ -311,8 +322,10 @@ async def apply_decision(
 
 
 __all__ = [
+    "UNREAD",
     "Applied",
     "BehaviorCatalog",
+    "Unread",
     "agent_facts",
     "apply_decision",
     "decide_agent",

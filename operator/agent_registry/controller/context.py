@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from agent_registry.controller.fleet import FleetReconciler
     from agent_registry.controller.kubeapi import Kube
+    from agent_registry.controller.throttle import RateLimiter
     from agent_registry.metrics import Metrics
     from agent_registry.registry import RegistryService
 
@@ -46,6 +48,15 @@ class OperatorConfig:
     rollout_interval: float = 10.0
     # How often each BehaviorExperiment counts its arms and judges them (seconds).
     experiment_interval: float = 10.0
+    # Fleet-wide limits (issue 14): status patches per second (all objects together; waits),
+    # Events per second (dropped beyond, counted), agents per reconcile batch.
+    status_qps: float = 200.0
+    event_qps: float = 20.0
+    event_burst: float = 200.0
+    batch_size: int = 500
+    # Seconds between two full status recomputations (between them the loop reads only the
+    # agents whose registry rows changed).
+    status_resync: float = 300.0
 
 
 # (namespace, name) -> the index's store of values (kopf.Index is such a mapping).
@@ -70,6 +81,10 @@ class OperatorContext:
     kube: Kube
     metrics: Metrics | None = None
     indexes: Indexes | None = None
+    # The batch reconciler of Agents and the fleet-wide limits (set up at startup).
+    fleet: FleetReconciler | None = None
+    status_limiter: RateLimiter | None = None
+    event_limiter: RateLimiter | None = None
     # Background tasks started at startup (the status loop, the API server), stopped at cleanup.
     tasks: list[Any] = field(default_factory=list)
     # One lock per agent: its own handler and its behavior's handler may both sync it at once

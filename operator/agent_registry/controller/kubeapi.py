@@ -46,6 +46,26 @@ class Kube(KubeClient):
     ) -> Manifest | None:
         return await self.request("GET", object_path(api_version, plural, namespace, name))
 
+    async def list(
+        self, api_version: str, plural: str, namespace: str, *, label_selector: str | None = None
+    ) -> list[Manifest]:
+        """Every object of a namespace matching the selector (paged, 500 per request)."""
+        items: list[Manifest] = []
+        params = {"limit": "500"}
+        if label_selector:
+            params["labelSelector"] = label_selector
+        while True:
+            page = await self.request(
+                "GET", object_path(api_version, plural, namespace), params=params
+            )
+            if page is None:
+                return items
+            items.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+            params = {**params, "continue": str(token)}
+
     async def patch_status(
         self,
         api_version: str,

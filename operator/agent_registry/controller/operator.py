@@ -24,7 +24,9 @@ from agent_registry.controller import (
     webhook,
 )
 from agent_registry.controller.context import Indexes, OperatorConfig, OperatorContext, context_of
+from agent_registry.controller.fleet import FleetReconciler, StatusSink, run_fleet
 from agent_registry.controller.indexes import Key, ObjectState
+from agent_registry.controller.throttle import RateLimiter
 from agent_registry.controller.writeback import run_status_loop
 from agent_registry.resources.common import GROUP, VERSION
 
@@ -41,10 +43,28 @@ PREFIX = f"kopf.{GROUP}"
 FINALIZER = f"{GROUP}/registry"
 
 
+class DiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's last-handled configuration in an annotation, except on Agents.
+
+    Agents have no change-detection handler but the delete handler (the fleet reconciler
+    decides what changed, controller/fleet.py): storing the annotation would be one more
+    patch of every Agent, and one more watch event each, for nothing."""
+
+    def store(self, *, body: Any, patch: Any, essence: Any) -> None:
+        if body.get("kind") == "Agent":
+            return
+        super().store(body=body, patch=patch, essence=essence)
+
+    def fetch(self, *, body: Any) -> Any:
+        if body.get("kind") == "Agent":
+            return None
+        return super().fetch(body=body)
+
+
 def configure(settings: kopf.OperatorSettings, config: OperatorConfig, **webhook_args: Any) -> None:
     # Progress and the last-handled spec in annotations: status stays ours (schema-valid).
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = DiffBaseStorage(
         prefix=PREFIX, key="last-handled-configuration"
     )
     settings.persistence.finalizer = FINALIZER  # the finalizer keeps the bare group
@@ -92,9 +112,14 @@ async def startup(
             experiment_states=experiment_states,
         ),
     )
+    ctx.status_limiter = RateLimiter(config.status_qps, max(config.status_qps, 1.0))
+    ctx.event_limiter = RateLimiter(config.event_qps, config.event_burst)
+    sink = StatusSink(ctx, ctx.status_limiter)
+    ctx.fleet = FleetReconciler(ctx, sink, batch_size=config.batch_size)
     memo.context = ctx
     if config.api_listen and shared is None:
         ctx.tasks.append(await start_api(ctx, config.api_listen))
+    ctx.tasks.append(asyncio.create_task(run_fleet(ctx, ctx.fleet, sink), name="fleet"))
     ctx.tasks.append(
         asyncio.create_task(run_status_loop(ctx, agent_states, behavior_states), name="status")
     )
@@ -171,8 +196,9 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     kopf.index(*policy, registry=registry)(_fn(policies.policy_states))
     kopf.index(*experiment, registry=registry)(_fn(experiments.experiment_states))
 
+    # Agents: every watch event goes to the fleet reconciler (batches; controller/fleet.py).
+    kopf.on.event(*agent, registry=registry, id="enqueue")(_fn(agents.enqueue_agent))
     for on in (kopf.on.create, kopf.on.update, kopf.on.resume):
-        on(*agent, registry=registry, id="reconcile")(_fn(agents.reconcile_agent))
         on(*behavior, registry=registry, id="reconcile")(_fn(behaviors.reconcile_behavior))
     kopf.on.delete(*agent, registry=registry, id="unregister")(_fn(agents.delete_agent))
     kopf.on.delete(*behavior, registry=registry, id="mark-deleted")(_fn(behaviors.delete_behavior))

@@ -90,6 +90,21 @@ class ViewReader:
                 self._behaviors[behavior_id] = None
         return self._behaviors[behavior_id]
 
+    async def views(self, records: list[AgentRecord]) -> dict[str, AgentView]:
+        """The views of many agents from one bulk read of their open assignments (the loop
+        reads only the agents that changed, so nothing is cached per agent)."""
+        assigned = [r.agent_id for r in records if r.behavior_id is not None]
+        assignments = await self._registry.current_assignments(assigned) if assigned else {}
+        views: dict[str, AgentView] = {}
+        for record in records:
+            assignment = assignments.get(record.agent_id)
+            if record.behavior_id is None or assignment is None:
+                views[record.agent_id] = agent_view(record, None)
+                continue
+            behavior = await self.behavior(record.behavior_id)
+            views[record.agent_id] = agent_view(record, assignment_view(assignment, behavior))
+        return views
+
     async def view(self, record: AgentRecord) -> AgentView:
         if record.behavior_id is None:
             return agent_view(record, None)

@@ -18,7 +18,7 @@ from typing import Any
 from agent_registry.controller.agents import agent_id_of
 from agent_registry.controller.context import OperatorContext
 from agent_registry.controller.events import post_event
-from agent_registry.controller.indexes import Key, ObjectState
+from agent_registry.controller.indexes import Key, ObjectState, one
 from agent_registry.controller.kubeapi import KubeError, KubeUnavailable
 from agent_registry.controller.status import (
     BEHAVIOR_LOADED,
@@ -53,22 +53,45 @@ def _loaded_now(state: ObjectState, changes: dict[str, Any]) -> bool:
     return False
 
 
+# Rows written up to this long before a tick's read are read again by the next one: a
+# transaction stamped before the read may commit after it (and replicas' clocks differ a little).
+CHANGE_OVERLAP = datetime.timedelta(seconds=10)
+
+
 class StatusWriter:
+    """Computes and writes the status of what changed.
+
+    A tick reads only the agents whose registry row was written since the previous tick
+    (`agents_changed_since`, every agent write stamps `updated_at`), plus the ones whose patch
+    met a newer version (409) last time: its cost grows with what changed, not with the fleet.
+    Every `status_resync` seconds, and when an AgentBehavior changed (its revision or deletion
+    shows in every agent's status), it recomputes everything, as a safety net."""
+
     def __init__(self, ctx: OperatorContext, *, concurrency: int = 8) -> None:
         self.ctx = ctx
         self.reader = ViewReader(ctx.registry)
         self.concurrency = concurrency
         self.policy = underperforming_policy(ctx.config)
+        self.since: datetime.datetime | None = None
+        self.last_full = 0.0
+        self.retry: set[Key] = set()
+        self.behavior_versions: dict[Key, tuple[Any, ...]] = {}
 
-    async def agent_patches(self, agents: list[ObjectState]) -> list[Patch]:
-        records = {r.agent_id: r for r in await self.ctx.registry.list_agents()}
+    async def agent_patches(
+        self, agents: list[ObjectState], records: Mapping[str, Any] | None = None
+    ) -> list[Patch]:
+        if records is None:
+            records = await self.ctx.registry.get_agents(
+                [agent_id_of(a.namespace, a.name) for a in agents]
+            )
+        wanted = [agent_id_of(a.namespace, a.name) for a in agents]
+        views = await self.reader.views([records[i] for i in wanted if i in records])
         now = datetime.datetime.now(datetime.UTC)
         patches: list[Patch] = []
-        for agent in agents:
-            record = records.get(agent_id_of(agent.namespace, agent.name))
-            if record is None:
-                continue  # not registered yet: its create handler is on it
-            view = await self.reader.view(record)
+        for agent, agent_id in zip(agents, wanted, strict=True):
+            view = views.get(agent_id)
+            if view is None:
+                continue  # not registered yet: the fleet reconciler is on it
             desired = desired_agent_status(
                 agent.status,
                 behavior_ref=agent.behavior_ref,
@@ -111,12 +134,15 @@ class StatusWriter:
 
     async def write(self, patches: list[Patch]) -> int:
         semaphore = asyncio.Semaphore(self.concurrency)
+        limiter = self.ctx.status_limiter
         written = 0
 
         async def send(state: ObjectState, changes: dict[str, Any]) -> None:
             nonlocal written
             plural = "agents" if state.kind == "Agent" else "agentbehaviors"
             async with semaphore:
+                if limiter is not None:
+                    await limiter.acquire()  # fleet-wide, shared with the fleet reconciler
                 try:
                     # Only onto the version the status was computed from: a handler may have
                     # written a newer verdict (e.g. Valid after a fixed script) meanwhile, which
@@ -135,6 +161,8 @@ class StatusWriter:
                         logger.debug(
                             f"{state.kind} {state.namespace}/{state.name} changed; next tick"
                         )
+                        if state.kind == "Agent":
+                            self.retry.add((state.namespace, state.name))
                     else:
                         logger.warning(
                             f"status of {state.kind} {state.namespace}/{state.name}: {exc}"
@@ -159,8 +187,44 @@ class StatusWriter:
         behavior_states: Mapping[Key, Any],
     ) -> int:
         self.reader.forget_behaviors()
-        patches = await self.agent_patches(_states(agent_states))
-        patches += await self.behavior_patches(_states(behavior_states))
+        started = datetime.datetime.now(datetime.UTC)
+        behaviors = _states(behavior_states)
+        # What of a behavior shows in its agents' status (not its own status, which this loop
+        # writes): its identity, spec and revision; a deleted one leaves the index.
+        versions = {
+            (b.namespace, b.name): (b.uid, b.generation, b.status.get("revision"))
+            for b in behaviors
+        }
+        resync = self.ctx.config.status_resync
+        full = (
+            self.since is None
+            or versions != self.behavior_versions
+            or time.monotonic() - self.last_full >= resync
+        )
+        if full:
+            agents = _states(agent_states)
+            records: dict[str, Any] | None = None
+            self.last_full = time.monotonic()
+        else:
+            assert self.since is not None
+            changed = await self.ctx.registry.agents_changed_since(self.since - CHANGE_OVERLAP)
+            records = {r.agent_id: r for r in changed}
+            keys = {tuple(r.agent_id.split("/", 1)) for r in changed} | self.retry
+            agents = [
+                s
+                for s in (one(agent_states, key) for key in sorted(keys))  # type: ignore[arg-type]
+                if isinstance(s, ObjectState)
+            ]
+            missing = [agent_id_of(a.namespace, a.name) for a in agents]
+            missing = [i for i in missing if i not in records]
+            if missing:
+                records.update(await self.ctx.registry.get_agents(missing))
+        self.retry = set()
+        patches = await self.agent_patches(agents, records) if agents else []
+        if full or agents:
+            patches += await self.behavior_patches(behaviors)
+        self.behavior_versions = versions
+        self.since = started
         return await self.write(patches)
 
 

@@ -4,6 +4,8 @@ underperforming agents). The implementation behind RegistryService's agent metho
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, func, insert, select, update
@@ -12,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from agent_registry.registry.errors import AgentAlreadyRegistered, AgentNotFound, InvalidStatus
 from agent_registry.registry.models import AGENTS, ASSIGNMENTS, judged_rate, utcnow
 from agent_registry.registry.records import STATUSES, AgentRecord, UnderperformingAgent
-from agent_registry.registry.rows import agent_record, agent_row, underperformer_record
+from agent_registry.registry.rows import agent_record, agent_row, chunks, underperformer_record
 from agent_registry.registry.transactions import Database
 
 _A = AGENTS
@@ -104,6 +106,26 @@ async def get_by_agent_id(db: Database, agent_id: str) -> AgentRecord:
         return agent_record(await agent_row(db, conn, agent_id))
 
 
+async def get_agents(db: Database, agent_ids: Sequence[str]) -> dict[str, AgentRecord]:
+    """The records of these agents that exist, by agent_id (one query per BULK_CHUNK ids)."""
+    found: dict[str, AgentRecord] = {}
+    unique = list(dict.fromkeys(agent_ids))
+    async with db.read("get_agents") as conn:
+        for chunk in chunks(unique):
+            for row in await conn.execute(select(_A).where(_A.c.agent_id.in_(chunk))):
+                record = agent_record(row)
+                found[record.agent_id] = record
+    return found
+
+
+async def agents_changed_since(db: Database, since: datetime) -> list[AgentRecord]:
+    """Agents whose row was written at or after `since` (every agent write stamps
+    updated_at)."""
+    stmt = select(_A).where(_A.c.updated_at >= since)
+    async with db.read("agents_changed_since") as conn:
+        return [agent_record(row) for row in await conn.execute(stmt)]
+
+
 async def list_active_agents(db: Database) -> list[AgentRecord]:
     stmt = (
         select(_A).where(_A.c.status == "active").order_by(_A.c.inserted_at.desc(), _A.c.agent_id)
@@ -190,7 +212,9 @@ def _underperformer(data: dict[str, Any]) -> UnderperformingAgent:
 
 
 __all__ = [
+    "agents_changed_since",
     "check_status",
+    "get_agents",
     "get_by_agent_id",
     "list_active_agents",
     "list_agents",

@@ -186,7 +186,7 @@ async def confirm_loaded(
                 _A.c.agent_id == agent_id,
                 (_A.c.loaded_at.is_(None)) | (_A.c.loaded_at <= loaded_at),
             )
-            .values(loaded_sha256=sha256, loaded_at=loaded_at)
+            .values(loaded_sha256=sha256, loaded_at=loaded_at, updated_at=utcnow())
         )
         if result.rowcount == 0:
             await agent_row(db, conn, agent_id)  # raises AgentNotFound if missing
@@ -199,7 +199,7 @@ async def confirm_loaded(
                     _A.c.load_failed_sha256.is_not(None),
                     (_A.c.load_failed_sha256 == sha256) | (_A.c.load_failed_at <= loaded_at),
                 )
-                .values(**_NO_LOAD_FAILURE)
+                .values(**_NO_LOAD_FAILURE, updated_at=utcnow())
             )
         current = await open_assignment(conn, agent_id)
         if current is None:
@@ -233,6 +233,7 @@ async def record_load_failure(db: Database, agent_id: str, failure: LoadFailureL
                 load_error_line=failure.line,
                 load_failed_sha256=failure.sha256,
                 load_failed_at=failed_at,
+                updated_at=utcnow(),
             )
         )
         if result.rowcount == 0:

@@ -4,7 +4,7 @@ the typed not-found errors), and turning rows into the frozen records of records
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Row, select
@@ -46,6 +46,16 @@ _INTERNAL = frozenset(
         "current_last_task_at",
     }
 )
+
+
+# Ids per IN (...) list: well under SQLite's bound parameters limit, one round trip per chunk.
+BULK_CHUNK = 500
+
+
+def chunks(items: Sequence[str], size: int = BULK_CHUNK) -> Iterator[list[str]]:
+    """`items` in lists of at most `size` (the bulk reads' IN lists)."""
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
 
 
 def agent_record(row: Row[Any] | Mapping[str, Any]) -> AgentRecord:
@@ -124,12 +134,14 @@ async def open_assignment_full(conn: AsyncConnection, agent_id: str) -> Assignme
 
 
 __all__ = [
+    "BULK_CHUNK",
     "CURRENT",
     "agent_record",
     "agent_row",
     "assignment_record",
     "behavior_record",
     "behavior_row",
+    "chunks",
     "open_assignment",
     "open_assignment_full",
     "open_assignment_record",

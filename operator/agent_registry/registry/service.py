@@ -341,6 +341,21 @@ class RegistryService:
     async def get_by_agent_id(self, agent_id: str) -> AgentRecord:
         return await agents.get_by_agent_id(self._db, agent_id)
 
+    async def get_agents(self, agent_ids: Sequence[str]) -> dict[str, AgentRecord]:
+        """The records of those of these agents that exist, by agent_id (bulk: one query
+        per few hundred ids)."""
+        return await agents.get_agents(self._db, agent_ids)
+
+    async def agents_changed_since(self, since: datetime) -> list[AgentRecord]:
+        """Agents whose row was written at or after `since` (registration, assignment,
+        outcomes, load confirmations and failures all stamp `updated_at`)."""
+        return await agents.agents_changed_since(self._db, since)
+
+    async def current_assignments(self, agent_ids: Sequence[str]) -> dict[str, AssignmentRecord]:
+        """The open assignments of these agents, by agent_id (bulk; agents without one are
+        left out)."""
+        return await assignments.current_assignments(self._db, agent_ids)
+
     async def list_active_agents(self) -> list[AgentRecord]:
         """Active agents, newest first (as the seed)."""
         return await agents.list_active_agents(self._db)
