@@ -16,6 +16,7 @@ import kopf
 from agent_registry.controller import rendering
 from agent_registry.controller.arbitration import (
     UNREAD,
+    Assigner,
     BehaviorCatalog,
     BehaviorIndex,
     Unread,
@@ -143,6 +144,7 @@ async def sync_agent(
     workload: bool,
     catalog: BehaviorCatalog | None = None,
     known: Prefetched | None = None,
+    assign: Assigner | None = None,
 ) -> SyncResult:
     """Registry + the arbiter's decision + ConfigMap (+ Deployment when `workload`).
     A batch passes its namespace's `catalog` (behaviors read once for the batch) and what it
@@ -162,6 +164,7 @@ async def sync_agent(
             # Not registered when read in bulk: no assignment either (this reconcile, under
             # the agent's lock, is the only one that registers it).
             before=known.assignment if known is not None else UNREAD,
+            assign=assign,
         )
         view = None
         if applied.assignment is not None and decision.primary is not None:

@@ -8,7 +8,10 @@ grants'), and applies a decision idempotently (an unchanged decision is no regis
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import hashlib
+import json
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -37,12 +40,59 @@ from agent_registry.decisions.arbiter import (
 )
 from agent_registry.registry import (
     AssignmentRecord,
+    AssignRequest,
     BehaviorNotFound,
     BehaviorRecord,
     ScriptRef,
 )
 
 BehaviorIndex = Mapping[Key, Any]
+
+
+Assigner = Callable[[AssignRequest], Awaitable[AssignmentRecord]]
+
+
+class GroupAssigner:
+    """Assignments of concurrent reconciles written together (group commit): a caller's
+    request joins the next `assign_behaviors` transaction and returns once that one is
+    written. One request per agent at a time (the callers hold the agent's lock)."""
+
+    def __init__(self, ctx: OperatorContext) -> None:
+        self.ctx = ctx
+        self.queue: list[tuple[AssignRequest, asyncio.Future[AssignmentRecord]]] = []
+        self.flushing = False
+        self.transactions = 0
+
+    async def __call__(self, request: AssignRequest) -> AssignmentRecord:
+        future: asyncio.Future[AssignmentRecord] = asyncio.get_running_loop().create_future()
+        self.queue.append((request, future))
+        if not self.flushing:
+            self.flushing = True
+            asyncio.get_running_loop().create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            while self.queue:
+                await asyncio.sleep(0)  # the callers running now join this group
+                group, self.queue = self.queue, []
+                try:
+                    written = await self.ctx.registry.assign_behaviors([r for r, _ in group])
+                    self.transactions += 1
+                except Exception:
+                    # One bad request (a behavior deleted meanwhile) must not fail the
+                    # others: each on its own, with its own error.
+                    for request, future in group:
+                        try:
+                            (record,) = await self.ctx.registry.assign_behaviors([request])
+                            future.set_result(record)
+                        except Exception as exc:
+                            future.set_exception(exc)
+                    continue
+                for (_, future), record in zip(group, written, strict=True):
+                    future.set_result(record)
+        finally:
+            self.flushing = False
 
 
 class Unread:
@@ -240,6 +290,7 @@ async def apply_decision(
     behavior_states: BehaviorIndex,
     *,
     before: AssignmentRecord | Unread | None = UNREAD,
+    assign: Assigner | None = None,
 ) -> Applied:
     """Record the decision in the registry (a new assignment when the primary script or the
     source changed) and apply the agent's ConfigMap with the decided bundle.
@@ -248,7 +299,8 @@ async def apply_decision(
     status: the status lags by up to one write-back interval, and a change followed by a
     change back within it (a rollout started and aborted) would otherwise leave the registry,
     and then the status, on the wrong decision. A batch passes `before` as it read it in bulk
-    for the whole batch, in the same (serialized) reconcile of the agent."""
+    for the whole batch, in the same (serialized) reconcile of the agent, and `assign`, which
+    writes the assignments of many agents together (GroupAssigner)."""
     primary = decision.primary
     if primary is None:
         return Applied(False, None)
@@ -293,15 +345,27 @@ async def apply_decision(
             ],
         )
     if changed:
-        assignment = await ctx.registry.assign_behavior(
-            agent_id,
-            records[primary.behavior].id,
+        request = AssignRequest(
+            agent_id=agent_id,
+            behavior_id=records[primary.behavior].id,
             assigned_by=ASSIGNED_BY,
             reason=reason,
             revision=primary.revision,
             source=decision.source,
             evidence=dict(decision.evidence),
         )
+        if assign is not None:
+            assignment = await assign(request)
+        else:
+            assignment = await ctx.registry.assign_behavior(
+                request.agent_id,
+                request.behavior_id,
+                assigned_by=request.assigned_by,
+                reason=request.reason,
+                revision=request.revision,
+                source=request.source,
+                evidence=request.evidence,
+            )
     entries = [
         rendering.WeightedBehavior(
             snapshot=rendering.BehaviorSnapshot(
@@ -317,14 +381,26 @@ async def apply_decision(
         for share in decision.scripts
     ]
     owner = rendering.Owner(name=agent.name, namespace=agent.namespace, uid=agent.uid)
-    await ctx.kube.apply(rendering.render_bundle_configmap(owner, entries))
+    manifest = rendering.render_bundle_configmap(owner, entries)
+    # Applied by this process already, with exactly this content: no API call (a behavior's
+    # new revision re-decides all its agents; an unchanged ConfigMap is most of them on a
+    # restart's second pass). The first apply after a start always happens.
+    digest = hashlib.sha256(
+        json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+    ).digest()
+    key = (agent.namespace, agent.name)
+    if ctx.applied_configmaps.get(key) != digest:
+        await ctx.kube.apply(manifest)
+        ctx.applied_configmaps[key] = digest
     return Applied(changed, assignment)
 
 
 __all__ = [
     "UNREAD",
     "Applied",
+    "Assigner",
     "BehaviorCatalog",
+    "GroupAssigner",
     "Unread",
     "agent_facts",
     "apply_decision",

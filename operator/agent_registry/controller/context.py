@@ -85,6 +85,8 @@ class OperatorContext:
     fleet: FleetReconciler | None = None
     status_limiter: RateLimiter | None = None
     event_limiter: RateLimiter | None = None
+    # (namespace, agent) -> digest of the ConfigMap this process last applied for it.
+    applied_configmaps: dict[tuple[str, str], bytes] = field(default_factory=dict)
     # Background tasks started at startup (the status loop, the API server), stopped at cleanup.
     tasks: list[Any] = field(default_factory=list)
     # One lock per agent: its own handler and its behavior's handler may both sync it at once

@@ -32,8 +32,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from agent_registry.controller import rendering
-from agent_registry.controller.arbitration import BehaviorCatalog
-from agent_registry.controller.context import OperatorContext
+from agent_registry.controller.arbitration import BehaviorCatalog, GroupAssigner
+from agent_registry.controller.context import ASSIGNED_BY, OperatorContext
 from agent_registry.controller.indexes import Key, ObjectState, one
 from agent_registry.controller.kubeapi import KubeError, KubeUnavailable
 from agent_registry.controller.status import status_patch
@@ -163,6 +163,7 @@ class FleetReconciler:
 
     def forget(self, key: Key) -> None:
         """A deleted agent: nothing more to reconcile (its delete handler unregisters it)."""
+        self.ctx.applied_configmaps.pop(key, None)
         self.pending.pop(key, None)
         self.reconciled.pop(key, None)
         self.failures.pop(key, None)
@@ -279,11 +280,20 @@ class FleetReconciler:
         ids = [agent_id_of(state.namespace, state.name) for state in batch]
         t0 = time.monotonic()
         records = await ctx.registry.get_agents(ids)
+        # Registration in bulk: new agents and stopped ones (a name reused after a delete).
+        register = [
+            (agent_id, str(state.spec.get("role", "")), state.spec.get("displayName") or state.name)
+            for state, agent_id in zip(batch, ids, strict=True)
+            if agent_id not in records or records[agent_id].status == "stopped"
+        ]
+        if register:
+            records.update(await ctx.registry.register_agents(register, created_by=ASSIGNED_BY))
         assignments = await ctx.registry.current_assignments(list(records))
         untemplated = {s.namespace for s in batch if not s.spec.get("template")}
         deployments = {ns: await self._deployments(ns) for ns in sorted(untemplated)}
         logger.info(f"fleet batch of {len(batch)}: bulk reads {time.monotonic() - t0:.2f}s")
         catalogs: dict[str, BehaviorCatalog] = {}
+        assigner = GroupAssigner(ctx)
         semaphore = asyncio.Semaphore(self.concurrency)
         errors: dict[Key, BaseException] = {}
 
@@ -295,12 +305,21 @@ class FleetReconciler:
                 deployments=deployments.get(agent.namespace),
             )
             try:
-                if agent.behavior_ref and await catalog.record(agent.behavior_ref) is None:
-                    if _waits_for_behavior(agent, behavior_states):
-                        raise Deferred(agent.behavior_ref)
+                if (
+                    agent.behavior_ref
+                    and await catalog.record(agent.behavior_ref) is None
+                    and _waits_for_behavior(agent, behavior_states)
+                ):
+                    raise Deferred(agent.behavior_ref)
                 async with semaphore:
                     synced = await sync_agent(
-                        ctx, agent, behavior_states, workload=True, catalog=catalog, known=known
+                        ctx,
+                        agent,
+                        behavior_states,
+                        workload=True,
+                        catalog=catalog,
+                        known=known,
+                        assign=assigner,
                     )
                     desired = await agent_status(
                         ctx,
@@ -319,6 +338,10 @@ class FleetReconciler:
                 errors[key_of(agent)] = exc
 
         await asyncio.gather(*(one_agent(s, i) for s, i in zip(batch, ids, strict=True)))
+        logger.info(
+            f"fleet batch of {len(batch)}: {len(register)} registered, "
+            f"{assigner.transactions} assignment transactions"
+        )
         return errors
 
 

@@ -1,6 +1,7 @@
 """The registry: agents, their behaviors and assignment history, and exact task statistics,
 in PostgreSQL or SQLite. `RegistryService.from_url(url)` is the entry point."""
 
+from agent_registry.registry.assignments import AssignRequest
 from agent_registry.registry.engine import DATABASE_URL_ENV, DEFAULT_DATABASE_URL
 from agent_registry.registry.errors import (
     AgentAlreadyRegistered,
@@ -42,6 +43,7 @@ __all__ = [
     "AgentNotFound",
     "AgentRecord",
     "AgentRevisionStatsRecord",
+    "AssignRequest",
     "AssignmentRecord",
     "BehaviorChanged",
     "BehaviorNotFound",

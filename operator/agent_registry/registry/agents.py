@@ -221,6 +221,57 @@ __all__ = [
     "list_agents_by_role",
     "list_underperforming_agents",
     "register_agent",
+    "register_agents",
     "set_status",
     "update_agent",
 ]
+
+
+async def register_agents(
+    db: Database, agents: Sequence[tuple[str, str, str | None]], created_by: str
+) -> dict[str, AgentRecord]:
+    """Register many agents, (agent_id, role, name) each, in one transaction (one multi-row
+    insert per chunk); a stopped one is reactivated as register_agent does, one already
+    active or paused is left as it is. Their records, by agent_id."""
+    now = utcnow()
+    wanted = {agent_id: (role, name) for agent_id, role, name in agents}
+    async with db.write("register_agents") as conn:
+        for chunk in chunks(list(wanted)):
+            existing = {
+                row.agent_id: row.status
+                for row in await conn.execute(
+                    db.for_update(
+                        select(_A.c.agent_id, _A.c.status).where(_A.c.agent_id.in_(chunk))
+                    )
+                )
+            }
+            new = [
+                {
+                    "id": uuid.uuid4(),
+                    "agent_id": agent_id,
+                    "agent_role": wanted[agent_id][0],
+                    "agent_name": wanted[agent_id][1],
+                    "status": "active",
+                    "created_by": created_by,
+                    "inserted_at": now,
+                    "updated_at": now,
+                }
+                for agent_id in chunk
+                if agent_id not in existing
+            ]
+            if new:
+                await conn.execute(insert(_A).values(new))
+            for agent_id, status in existing.items():
+                if status == "stopped":
+                    role, name = wanted[agent_id]
+                    await conn.execute(
+                        update(_A)
+                        .where(_A.c.agent_id == agent_id)
+                        .values(status="active", agent_role=role, agent_name=name, updated_at=now)
+                    )
+        found: dict[str, AgentRecord] = {}
+        for chunk in chunks(list(wanted)):
+            for row in await conn.execute(select(_A).where(_A.c.agent_id.in_(chunk))):
+                record = agent_record(row)
+                found[record.agent_id] = record
+    return found

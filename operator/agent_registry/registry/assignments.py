@@ -8,20 +8,29 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Row, case, insert, or_, select, tuple_, update
+from sqlalchemy import Row, bindparam, case, insert, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agent_registry.registry.delivered import DeliveredScripts
 from agent_registry.registry.errors import (
+    AgentNotFound,
     BehaviorNotFound,
     BehaviorRevisionNotFound,
     NoBehaviorAssigned,
 )
-from agent_registry.registry.models import AGENTS, ASSIGNMENTS, REVISION_STATS, REVISIONS, utcnow
+from agent_registry.registry.models import (
+    AGENTS,
+    ASSIGNMENTS,
+    BEHAVIORS,
+    REVISION_STATS,
+    REVISIONS,
+    utcnow,
+)
 from agent_registry.registry.records import AssignmentRecord, BehaviorRecord, ScriptRef
 from agent_registry.registry.rows import (
     CURRENT,
@@ -38,6 +47,7 @@ from agent_registry.registry.stats import outcome_notes
 from agent_registry.registry.transactions import Database
 
 _A = AGENTS
+_B = BEHAVIORS
 _S = ASSIGNMENTS
 _R = REVISION_STATS
 _V = REVISIONS
@@ -306,10 +316,246 @@ async def assignment_history(db: Database, agent_id: str) -> list[AssignmentReco
 
 
 __all__ = [
+    "AssignRequest",
     "allow_scripts",
     "assign",
+    "assign_many",
     "assignment_history",
     "current_assignment",
     "current_assignments",
     "get_agent_behavior",
 ]
+
+
+@dataclass(frozen=True)
+class AssignRequest:
+    """One assignment of assign_many (the arguments of assign)."""
+
+    agent_id: str
+    behavior_id: uuid.UUID
+    assigned_by: str
+    reason: str
+    revision: int | None = None
+    source: str | None = None
+    evidence: Mapping[str, Any] | None = None
+
+
+async def assign_many(
+    db: Database, delivered: DeliveredScripts, requests: Sequence[AssignRequest]
+) -> list[tuple[AssignmentRecord, bool]]:
+    """`assign` for many agents in one transaction and a fixed number of statements per
+    chunk (multi-row inserts, executemany updates) instead of about ten per agent: what a
+    batch of 500 reconciles costs on SQLite is then one transaction, not 500 (each about
+    25 ms there, serialized). Same rules and results as `assign`, in the order asked; one
+    request per agent. Raises (and writes nothing) if any behavior or revision is missing."""
+    if not requests:
+        return []
+    if len({r.agent_id for r in requests}) != len(requests):
+        raise ValueError("assign_many takes one request per agent")
+    now = utcnow()
+    results: dict[str, tuple[AssignmentRecord, bool]] = {}
+    opened: list[tuple[str, str]] = []
+    async with db.write("assign_many") as conn:
+        ordered = sorted(requests, key=lambda r: r.agent_id)  # lock order: agent_id
+        for chunk_start in range(0, len(ordered), 500):
+            chunk = ordered[chunk_start : chunk_start + 500]
+            ids = [r.agent_id for r in chunk]
+            agents = {
+                row.agent_id: row
+                for row in await conn.execute(
+                    db.for_update(select(_A).where(_A.c.agent_id.in_(ids)).order_by(_A.c.agent_id))
+                )
+            }
+            missing = [i for i in ids if i not in agents]
+            if missing:
+                raise AgentNotFound(missing[0])
+            behavior_ids = list({r.behavior_id for r in chunk})
+            behaviors = {
+                row.id: row
+                for row in await conn.execute(select(_B).where(_B.c.id.in_(behavior_ids)))
+            }
+            currents = {
+                row.agent_id: row
+                for row in await conn.execute(
+                    select(_S).where(_S.c.agent_id.in_(ids), _S.c.unassigned_at.is_(None))
+                )
+            }
+            folds: list[dict[str, Any]] = []
+            closes: list[dict[str, Any]] = []
+            delivers: list[dict[str, Any]] = []
+            inserts: list[dict[str, Any]] = []
+            updates: list[dict[str, Any]] = []
+            for request in chunk:
+                agent = agents[request.agent_id]
+                behavior = behaviors.get(request.behavior_id)
+                if behavior is None or behavior.deleted_at is not None:
+                    raise BehaviorNotFound(request.behavior_id)
+                revision, sha = await _script_of(conn, behavior, request.revision)
+                current = currents.get(request.agent_id)
+                if (
+                    current is not None
+                    and current.behavior_id == request.behavior_id
+                    and current.behavior_revision == revision
+                    and (request.source is None or current.source == request.source)
+                ):
+                    results[request.agent_id] = (
+                        open_assignment_record(current._mapping, agent._mapping),
+                        False,
+                    )
+                    continue
+                if agent.current_sha256 is not None:
+                    folds.append(
+                        {
+                            "b_agent_id": agent.agent_id,
+                            "b_sha": agent.current_sha256,
+                            "b_tasks": agent.current_tasks_completed,
+                            "b_successes": agent.current_successes,
+                            "b_timed": agent.current_timed_tasks,
+                            "b_total": agent.current_total_response_time_ms,
+                            "b_first": agent.current_first_task_at,
+                            "b_last": agent.current_last_task_at,
+                        }
+                    )
+                if current is not None:
+                    notes = outcome_notes(
+                        tasks=agent.current_tasks_completed,
+                        successes=agent.current_successes,
+                        total_response_time_ms=agent.current_total_response_time_ms,
+                        timed_tasks=agent.current_timed_tasks,
+                        replaced_by=(
+                            f"{behavior.namespace}/{behavior.name} revision {revision} "
+                            f"({request.reason}, by {request.assigned_by})"
+                        ),
+                    )
+                    closes.append(
+                        {
+                            "b_id": current.id,
+                            "b_notes": notes,
+                            "b_unassigned_at": now,
+                            **{
+                                f"b_{field}": agent._mapping[column]
+                                for field, column in CURRENT.items()
+                            },
+                        }
+                    )
+                delivers.append(
+                    {
+                        "agent_id": agent.agent_id,
+                        "script_sha256": sha,
+                        "behavior_id": behavior.id,
+                        "revision": revision,
+                        "delivered_at": now,
+                    }
+                )
+                new_id = uuid.uuid4()
+                inserts.append(
+                    {
+                        "id": new_id,
+                        "agent_id": agent.agent_id,
+                        "behavior_id": behavior.id,
+                        "behavior_revision": revision,
+                        "script_sha256": sha,
+                        "assigned_at": now,
+                        "assigned_by": request.assigned_by,
+                        "reason": request.reason,
+                        "source": request.source,
+                        "evidence": _evidence(request.evidence),
+                    }
+                )
+                updates.append(
+                    {
+                        "b_agent_id": agent.agent_id,
+                        "b_behavior_id": behavior.id,
+                        "b_sha": sha,
+                        "b_revision": revision,
+                    }
+                )
+                opened.append((agent.agent_id, sha))
+            if folds:
+                await conn.execute(_FOLD_MANY, folds)
+            if closes:
+                await conn.execute(_CLOSE_MANY, closes)
+            if delivers:
+                insert_ = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
+                stmt = insert_(_R).values(delivers)
+                await conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=[_R.c.agent_id, _R.c.script_sha256],
+                        set_={
+                            "behavior_id": stmt.excluded.behavior_id,
+                            "revision": stmt.excluded.revision,
+                        },
+                        where=or_(
+                            _R.c.behavior_id != stmt.excluded.behavior_id,
+                            _R.c.revision != stmt.excluded.revision,
+                        ),
+                    )
+                )
+            if inserts:
+                await conn.execute(insert(_S).values(inserts))
+                await conn.execute(_AGENT_ASSIGNED_MANY, [{**u, "b_now": now} for u in updates])
+                new_ids = [i["id"] for i in inserts]
+                for row in await conn.execute(select(_S).where(_S.c.id.in_(new_ids))):
+                    results[row.agent_id] = (assignment_record(row), True)
+    for agent_id, sha in opened:
+        delivered.delivered(agent_id, sha, current=True)
+    return [results[r.agent_id] for r in requests]
+
+
+_FOLD_MANY = (
+    update(_R)
+    .where(_R.c.agent_id == bindparam("b_agent_id"), _R.c.script_sha256 == bindparam("b_sha"))
+    .values(
+        tasks=_R.c.tasks + bindparam("b_tasks"),
+        successes=_R.c.successes + bindparam("b_successes"),
+        timed_tasks=_R.c.timed_tasks + bindparam("b_timed"),
+        total_response_time_ms=_R.c.total_response_time_ms + bindparam("b_total"),
+        first_task_at=case(
+            (
+                bindparam("b_first", type_=_R.c.first_task_at.type).is_not(None)
+                & (
+                    _R.c.first_task_at.is_(None)
+                    | (_R.c.first_task_at > bindparam("b_first", type_=_R.c.first_task_at.type))
+                ),
+                bindparam("b_first", type_=_R.c.first_task_at.type),
+            ),
+            else_=_R.c.first_task_at,
+        ),
+        last_task_at=case(
+            (
+                bindparam("b_last", type_=_R.c.last_task_at.type).is_not(None)
+                & (
+                    _R.c.last_task_at.is_(None)
+                    | (_R.c.last_task_at < bindparam("b_last", type_=_R.c.last_task_at.type))
+                ),
+                bindparam("b_last", type_=_R.c.last_task_at.type),
+            ),
+            else_=_R.c.last_task_at,
+        ),
+    )
+)
+
+_CLOSE_MANY = (
+    update(_S)
+    .where(_S.c.id == bindparam("b_id"))
+    .values(
+        unassigned_at=bindparam("b_unassigned_at"),
+        outcome_notes=bindparam("b_notes"),
+        **{field: bindparam(f"b_{field}") for field in CURRENT},
+    )
+)
+
+_AGENT_ASSIGNED_MANY = (
+    update(_A)
+    .where(_A.c.agent_id == bindparam("b_agent_id"))
+    .values(
+        behavior_id=bindparam("b_behavior_id"),
+        behavior_assigned_at=bindparam("b_now"),
+        current_sha256=bindparam("b_sha"),
+        current_revision=bindparam("b_revision"),
+        current_first_task_at=None,
+        current_last_task_at=None,
+        updated_at=bindparam("b_now"),
+        **dict.fromkeys(CURRENT.values(), 0),
+    )
+)

@@ -85,6 +85,13 @@ class RegistryService:
         paused raises AgentAlreadyRegistered."""
         return await agents.register_agent(self._db, agent_id, role, name, created_by)
 
+    async def register_agents(
+        self, agents_: Sequence[tuple[str, str, str | None]], *, created_by: str = "system"
+    ) -> dict[str, AgentRecord]:
+        """Register many (agent_id, role, name) in one transaction; stopped ones are
+        reactivated, registered ones left as they are. Their records, by agent_id."""
+        return await agents.register_agents(self._db, agents_, created_by)
+
     async def unregister_agent(self, agent_id: str) -> AgentRecord:
         """Mark the agent stopped. Nothing is deleted: counters, assignments and the current
         assignment stay (a re-registered agent continues with them)."""
@@ -200,6 +207,17 @@ class RegistryService:
         if opened:
             self._hub.publish(behavior_changed(assignment))
         return assignment
+
+    async def assign_behaviors(
+        self, requests: Sequence[assignments.AssignRequest]
+    ) -> list[AssignmentRecord]:
+        """assign_behavior for many agents (one request each) in one transaction with a few
+        statements per few hundred agents; the open assignments, in the order asked."""
+        results = await assignments.assign_many(self._db, self._delivered, requests)
+        for assignment, opened in results:
+            if opened:
+                self._hub.publish(behavior_changed(assignment))
+        return [assignment for assignment, _ in results]
 
     async def hot_reload_behavior(
         self, agent_id: str, behavior_id: uuid.UUID, reason: str = "hot_reload"
