@@ -109,6 +109,28 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./agent-registry.db"
     help="Seconds between two analyses of a canary rollout in progress.",
 )
 @click.option(
+    "--status-qps",
+    type=click.FloatRange(min=0),
+    default=200.0,
+    show_default=True,
+    help="Status patches per second, all objects together (0: no limit).",
+)
+@click.option(
+    "--event-qps",
+    type=click.FloatRange(min=0),
+    default=20.0,
+    show_default=True,
+    help="Events per second, all objects together, after a burst of 200; Events beyond are "
+    "dropped and counted in events_dropped_total (0: no limit).",
+)
+@click.option(
+    "--reconcile-batch",
+    type=click.IntRange(min=1),
+    default=500,
+    show_default=True,
+    help="Agents reconciled together (bulk registry reads and writes).",
+)
+@click.option(
     "--delete-timeout",
     type=click.FloatRange(min=0),
     default=60.0,
@@ -195,6 +217,9 @@ def command(
     policy_interval: float,
     experiment_interval: float,
     rollout_interval: float,
+    status_qps: float,
+    event_qps: float,
+    reconcile_batch: int,
     delete_timeout: float,
     registry_url: str | None,
     report_auth: str,
@@ -241,6 +266,9 @@ def command(
         policy_interval=policy_interval,
         experiment_interval=experiment_interval,
         rollout_interval=rollout_interval,
+        status_qps=status_qps,
+        event_qps=event_qps,
+        batch_size=reconcile_batch,
         delete_timeout=delete_timeout,
         report_auth=report_auth,
         migrate=migrate,
