@@ -243,10 +243,17 @@ async def enqueue_agent(
     it): hand it to the fleet reconciler, which reconciles in batches what changed since it
     last reconciled the agent (spec generation, pin annotations; everything at startup)."""
     ctx = context_of(memo)
+    if type == "DELETED":
+        metadata = body.get("metadata") or {}
+        key = (str(metadata.get("namespace")), str(metadata.get("name")))
+        ctx.agent_index.remove(key)
+        if ctx.fleet is not None:
+            ctx.fleet.forget(key)
+        return
+    agent = ctx.agent_index.put(body)
     if ctx.fleet is None:
         return
-    agent = state_of("Agent", body)
-    if type == "DELETED" or (body.get("metadata") or {}).get("deletionTimestamp"):
+    if (body.get("metadata") or {}).get("deletionTimestamp"):
         ctx.fleet.forget((agent.namespace, agent.name))
         return
     ctx.fleet.offer(agent)

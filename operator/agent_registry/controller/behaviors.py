@@ -83,8 +83,8 @@ def _changed(status: Mapping[str, Any], valid: Cond) -> bool:
 def agents_of(
     namespace: str,
     name: str,
-    agents_by_behavior: kopf.Index[Key, str],
-    agent_states: kopf.Index[Key, ObjectState],
+    agents_by_behavior: Mapping[Key, Any],
+    agent_states: Mapping[Key, Any],
 ) -> list[ObjectState]:
     names = sorted(set(agents_by_behavior.get((namespace, name), [])))
     states = [one(agent_states, (namespace, agent)) for agent in names]
@@ -99,12 +99,11 @@ async def reconcile_behavior(
     retry: int,
     reason: str,
     logger: kopf.Logger,
-    agents_by_behavior: kopf.Index[Key, str],
-    agent_states: kopf.Index[Key, ObjectState],
     **_: Any,
 ) -> None:
     """create / update / resume of an AgentBehavior."""
     ctx = context_of(memo)
+    agents_by_behavior, agent_states = ctx.agent_index.by_behavior, ctx.agent_index.states
     behavior = state_of("AgentBehavior", body)
     now = datetime.datetime.now(datetime.UTC)
     result = await validate(behavior.spec)
@@ -204,12 +203,11 @@ async def delete_behavior(
     memo: kopf.Memo,
     runtime: datetime.timedelta,
     logger: kopf.Logger,
-    agents_by_behavior: kopf.Index[Key, str],
-    agent_states: kopf.Index[Key, ObjectState],
     **_: Any,
 ) -> None:
     """Keep the behavior's history in the registry, mark it deleted; its agents lose it."""
     ctx = context_of(memo)
+    agents_by_behavior, agent_states = ctx.agent_index.by_behavior, ctx.agent_index.states
     behavior = state_of("AgentBehavior", body)
     try:
         await ctx.registry.mark_behavior_deleted(behavior.namespace, behavior.name)

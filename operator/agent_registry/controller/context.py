@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from agent_registry.controller.fleet import FleetReconciler
+    from agent_registry.controller.indexes import AgentIndex
     from agent_registry.controller.kubeapi import Kube
     from agent_registry.controller.throttle import RateLimiter
     from agent_registry.metrics import Metrics
@@ -81,6 +82,8 @@ class OperatorContext:
     kube: Kube
     metrics: Metrics | None = None
     indexes: Indexes | None = None
+    # The Agents as last seen (kept by the on.event handler, controller/indexes.AgentIndex).
+    agent_index: AgentIndex = field(default_factory=lambda: _agent_index())
     # The batch reconciler of Agents and the fleet-wide limits (set up at startup).
     fleet: FleetReconciler | None = None
     status_limiter: RateLimiter | None = None
@@ -108,6 +111,12 @@ class OperatorContext:
 
     def agent_lock(self, agent_id: str) -> asyncio.Lock:
         return self.agent_locks.setdefault(agent_id, asyncio.Lock())
+
+
+def _agent_index() -> AgentIndex:
+    from agent_registry.controller.indexes import AgentIndex
+
+    return AgentIndex()
 
 
 def context_of(memo: Any) -> OperatorContext:

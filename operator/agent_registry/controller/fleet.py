@@ -146,6 +146,7 @@ class FleetReconciler:
         self.failures: dict[Key, int] = {}
         self._wake = asyncio.Event()
         self.batches = 0
+        self.can_list_deployments = True
 
     # -- the queue ------------------------------------------------------------------------
 
@@ -251,11 +252,22 @@ class FleetReconciler:
             self.reconciled.pop(key, None)
             self.offer(state)
 
-    async def _deployments(self, namespace: str) -> set[str]:
-        """The agents of a namespace that have a Deployment of ours (one list)."""
-        listed = await self.ctx.kube.list(
-            "apps/v1", "deployments", namespace, label_selector=rendering.AGENT_LABEL
-        )
+    async def _deployments(self, namespace: str) -> set[str] | None:
+        """The agents of a namespace that have a Deployment of ours (one list), or None
+        without permission to list Deployments (the documented RBAC grants get, not list):
+        then each agent without a template GETs its own, as before."""
+        if not self.can_list_deployments:
+            return None
+        try:
+            listed = await self.ctx.kube.list(
+                "apps/v1", "deployments", namespace, label_selector=rendering.AGENT_LABEL
+            )
+        except KubeError as exc:
+            if exc.status != 403:
+                raise
+            logger.info("no permission to list Deployments: one GET per agent without a template")
+            self.can_list_deployments = False
+            return None
         found = set()
         for item in listed:
             metadata = item.get("metadata") or {}

@@ -25,7 +25,7 @@ from agent_registry.controller import (
 )
 from agent_registry.controller.context import Indexes, OperatorConfig, OperatorContext, context_of
 from agent_registry.controller.fleet import FleetReconciler, StatusSink, run_fleet
-from agent_registry.controller.indexes import Key, ObjectState
+from agent_registry.controller.indexes import AgentIndex, Key, ObjectState
 from agent_registry.controller.throttle import RateLimiter
 from agent_registry.controller.writeback import run_status_loop
 from agent_registry.resources.common import GROUP, VERSION
@@ -84,7 +84,6 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig, **webhook
 
 async def startup(
     memo: kopf.Memo,
-    agent_states: kopf.Index[Key, ObjectState],
     behavior_states: kopf.Index[Key, ObjectState],
     policy_states: kopf.Index[Key, ObjectState],
     experiment_states: kopf.Index[Key, ObjectState],
@@ -100,6 +99,8 @@ async def startup(
     # metrics: the API keeps serving, in followers too, whatever the controller does.
     shared: SharedServices | None = memo.get("shared")
     registry = shared.registry if shared else RegistryService.from_url(config.database_url)
+    agent_index = AgentIndex()
+    agent_states = agent_index.states
     ctx = OperatorContext(
         config=config,
         registry=registry,
@@ -111,6 +112,7 @@ async def startup(
             policy_states=policy_states,
             experiment_states=experiment_states,
         ),
+        agent_index=agent_index,
     )
     ctx.status_limiter = RateLimiter(config.status_qps, max(config.status_qps, 1.0))
     ctx.event_limiter = RateLimiter(config.event_qps, config.event_burst)
@@ -190,8 +192,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     kopf.on.startup(registry=registry)(_fn(startup))
     kopf.on.cleanup(registry=registry)(_fn(cleanup))
 
-    kopf.index(*agent, registry=registry)(_fn(indexes.agent_states))
-    kopf.index(*agent, registry=registry)(_fn(indexes.agents_by_behavior))
+    # No kopf index on Agents (see indexes.AgentIndex): the on.event handler keeps ours.
     kopf.index(*behavior, registry=registry)(_fn(indexes.behavior_states))
     kopf.index(*policy, registry=registry)(_fn(policies.policy_states))
     kopf.index(*experiment, registry=registry)(_fn(experiments.experiment_states))

@@ -88,8 +88,8 @@ def needs_timer(
 def agents_running(
     namespace: str,
     name: str,
-    agents_by_behavior: kopf.Index[Key, str],
-    agent_states: kopf.Index[Key, ObjectState],
+    agents_by_behavior: Mapping[Key, Any],
+    agent_states: Mapping[Key, Any],
 ) -> list[ObjectState]:
     """The agents the behavior's rollout may concern: by spec.behaviorRef or pin (the
     index), and those that run it now for another reason (a policy's grant)."""
@@ -263,12 +263,11 @@ async def announce(ctx: OperatorContext, behavior: ObjectState, transition: Tran
 async def evaluate_rollout(
     body: kopf.Body,
     memo: kopf.Memo,
-    agents_by_behavior: kopf.Index[Key, str],
-    agent_states: kopf.Index[Key, ObjectState],
     **_: Any,
 ) -> None:
     """The timer: one look at the rollout, and whatever it decides."""
     ctx = context_of(memo)
+    agents_by_behavior, agent_states = ctx.agent_index.by_behavior, ctx.agent_index.states
     behavior = state_of("AgentBehavior", body)
     agents = agents_running(behavior.namespace, behavior.name, agents_by_behavior, agent_states)
     for _attempt in range(CONFLICT_RETRIES):
@@ -298,14 +297,13 @@ async def follow_rollout(
     body: kopf.Body,
     memo: kopf.Memo,
     type: str | None,
-    agents_by_behavior: kopf.Index[Key, str],
-    agent_states: kopf.Index[Key, ObjectState],
     **_: Any,
 ) -> None:
     """Every watch event of an AgentBehavior: when its rollout status changes what the
     agents run (a step's weight, a promotion, an abort), decide them again; the metric of
     aborted rollouts follows the status."""
     ctx = context_of(memo)
+    agents_by_behavior, agent_states = ctx.agent_index.by_behavior, ctx.agent_index.states
     behavior = state_of("AgentBehavior", body)
     key = (behavior.namespace, behavior.name)
     rollout = status_of(behavior.status)
