@@ -298,7 +298,18 @@ async def run_one(args: argparse.Namespace, agents: int) -> Result:
             # py-spy (pip install py-spy) samples the whole cold reconcile into a flame graph.
             spy = Path(sys.executable).with_name("py-spy")
             profiler = start_operator(
-                [str(spy), "record", "--pid", str(proc.pid), "-o", args.profile, "-r", "50", "-f", "raw"],
+                [
+                    str(spy),
+                    "record",
+                    "--pid",
+                    str(proc.pid),
+                    "-o",
+                    args.profile,
+                    "-r",
+                    "50",
+                    "-f",
+                    "raw",
+                ],
                 dict(os.environ),
                 subprocess.DEVNULL,
             )

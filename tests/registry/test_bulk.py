@@ -21,8 +21,10 @@ async def test_register_agents_registers_reactivates_and_keeps(registry: Registr
         [("ns/new", "dev", "New"), ("ns/old", "ops", "Old"), ("ns/paused", "dev", None)],
         created_by="op",
     )
-    assert found["ns/new"].status == "active" and found["ns/new"].agent_name == "New"
-    assert found["ns/old"].status == "active" and found["ns/old"].agent_role == "ops"
+    assert found["ns/new"].status == "active"
+    assert found["ns/new"].agent_name == "New"
+    assert found["ns/old"].status == "active"
+    assert found["ns/old"].agent_role == "ops"
     assert found["ns/paused"].status == "paused", "a registered agent is left as it is"
     assert set(await registry.get_agents(["ns/new", "ns/old", "ns/none"])) == {"ns/new", "ns/old"}
 
