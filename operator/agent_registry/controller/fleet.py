@@ -79,7 +79,7 @@ class StatusSink:
     `put` never waits: the newest changes of an object replace (merge over) what still waits
     for it, so a burst of 10,000 reconciles is at most one patch per object."""
 
-    def __init__(self, ctx: OperatorContext, limiter: RateLimiter, *, writers: int = 8) -> None:
+    def __init__(self, ctx: OperatorContext, limiter: RateLimiter, *, writers: int = 16) -> None:
         self.ctx = ctx
         self.limiter = limiter
         self.writers = writers
@@ -132,7 +132,7 @@ class FleetReconciler:
         sink: StatusSink,
         *,
         batch_size: int = 500,
-        concurrency: int = 32,
+        concurrency: int = 64,
         linger: float = 0.05,
     ) -> None:
         self.ctx = ctx
