@@ -207,7 +207,7 @@ class FleetReconciler:
                 logger.warning(f"fleet batch of {len(batch)} failed: {exc!r}")
                 errors = {key_of(state): exc for state in batch}
             self.batches += 1
-            logger.info(
+            logger.debug(
                 f"fleet batch of {len(batch)}: {len(errors)} failed, "
                 f"{time.monotonic() - started:.2f}s, {len(self.pending)} pending"
             )
@@ -303,7 +303,7 @@ class FleetReconciler:
         assignments = await ctx.registry.current_assignments(list(records))
         untemplated = {s.namespace for s in batch if not s.spec.get("template")}
         deployments = {ns: await self._deployments(ns) for ns in sorted(untemplated)}
-        logger.info(f"fleet batch of {len(batch)}: bulk reads {time.monotonic() - t0:.2f}s")
+        logger.debug(f"fleet batch of {len(batch)}: bulk reads {time.monotonic() - t0:.2f}s")
         catalogs: dict[str, BehaviorCatalog] = {}
         assigner = GroupAssigner(ctx)
         semaphore = asyncio.Semaphore(self.concurrency)
@@ -350,7 +350,7 @@ class FleetReconciler:
                 errors[key_of(agent)] = exc
 
         await asyncio.gather(*(one_agent(s, i) for s, i in zip(batch, ids, strict=True)))
-        logger.info(
+        logger.debug(
             f"fleet batch of {len(batch)}: {len(register)} registered, "
             f"{assigner.transactions} assignment transactions"
         )
