@@ -357,3 +357,41 @@ def test_deletion_lets_go_after_the_timeout_while_the_database_is_down(
     assert "RegistryUnavailable" in events
     # The registry never heard of the deletion: it still shows the agent active (recorded above).
     assert registry_status(postgres_url, f"{kubectl.namespace}/coder-1") == "active"
+
+
+def test_a_configmap_deleted_or_edited_by_hand_is_applied_again(
+    kubectl: Kubectl, operator_factory: OperatorFactory, postgres_url: str
+) -> None:
+    """The operator skips applies of ConfigMaps it applied unchanged; its resync (here every
+    second) finds the ones changed behind its back."""
+    operator = operator_factory(postgres_url, extra=("--configmap-resync", "1"))
+    kubectl("apply", "-f", str(EXAMPLES_DIR))
+    wait_for(
+        lambda: converged(kubectl),
+        timeout=90,
+        what="examples converged",
+        diagnose=diagnose(kubectl, operator),
+    )
+    original = kubectl.get("configmap", "coder-1-behavior")
+    assert original is not None
+
+    kubectl("delete", "configmap", "coder-1-behavior")
+    restored = wait_for(
+        lambda: kubectl.get("configmap", "coder-1-behavior"),
+        timeout=30,
+        what="deleted ConfigMap re-created",
+        diagnose=diagnose(kubectl, operator),
+    )
+    assert restored["data"] == original["data"]
+
+    patch = {"data": {"behavior.lua": "-- edited by hand"}}
+    kubectl("patch", "configmap", "coder-1-behavior", "--type=merge", "-p", json.dumps(patch))
+
+    def repaired() -> bool:
+        cm = kubectl.get("configmap", "coder-1-behavior")
+        return cm is not None and cm["data"] == original["data"]
+
+    wait_for(
+        repaired, timeout=30, what="edited ConfigMap repaired", diagnose=diagnose(kubectl, operator)
+    )
+    assert "ConfigMap resync" in operator.log_tail()

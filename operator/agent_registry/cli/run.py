@@ -116,6 +116,14 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./agent-registry.db"
     help="Status patches per second, all objects together (0: no limit).",
 )
 @click.option(
+    "--configmap-resync",
+    type=click.FloatRange(min=1),
+    default=300.0,
+    show_default=True,
+    help="Seconds between two checks that each Agent's ConfigMap still holds what the operator "
+    "applied (one list per namespace; deleted or edited ones are applied again).",
+)
+@click.option(
     "--event-qps",
     type=click.FloatRange(min=0),
     default=20.0,
@@ -218,6 +226,7 @@ def command(
     experiment_interval: float,
     rollout_interval: float,
     status_qps: float,
+    configmap_resync: float,
     event_qps: float,
     reconcile_batch: int,
     delete_timeout: float,
@@ -267,6 +276,7 @@ def command(
         experiment_interval=experiment_interval,
         rollout_interval=rollout_interval,
         status_qps=status_qps,
+        configmap_resync=configmap_resync,
         event_qps=event_qps,
         batch_size=reconcile_batch,
         delete_timeout=delete_timeout,

@@ -18,6 +18,7 @@ from typing import Any
 from agent_registry.controller import rendering
 from agent_registry.controller.conditions import Cond
 from agent_registry.controller.context import ASSIGNED_BY, OperatorContext
+from agent_registry.controller.drift import data_digest
 from agent_registry.controller.indexes import (
     PIN_ANNOTATION,
     PIN_REASON_ANNOTATION,
@@ -392,6 +393,7 @@ async def apply_decision(
     if ctx.applied_configmaps.get(key) != digest:
         await ctx.kube.apply(manifest)
         ctx.applied_configmaps[key] = digest
+        ctx.applied_data[key] = data_digest(manifest.get("data"))
     return Applied(changed, assignment)
 
 

@@ -58,6 +58,8 @@ class OperatorConfig:
     # Seconds between two full status recomputations (between them the loop reads only the
     # agents whose registry rows changed).
     status_resync: float = 300.0
+    # Seconds between two checks of the applied ConfigMaps against the live ones (drift.py).
+    configmap_resync: float = 300.0
 
 
 # (namespace, name) -> the index's store of values (kopf.Index is such a mapping).
@@ -90,6 +92,9 @@ class OperatorContext:
     event_limiter: RateLimiter | None = None
     # (namespace, agent) -> digest of the ConfigMap this process last applied for it.
     applied_configmaps: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    # (namespace, agent) -> digest of that ConfigMap's data, compared with the live one by
+    # controller/drift.py (a ConfigMap deleted or edited by hand is applied again).
+    applied_data: dict[tuple[str, str], bytes] = field(default_factory=dict)
     # Background tasks started at startup (the status loop, the API server), stopped at cleanup.
     tasks: list[Any] = field(default_factory=list)
     # One lock per agent: its own handler and its behavior's handler may both sync it at once

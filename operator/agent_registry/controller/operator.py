@@ -24,6 +24,7 @@ from agent_registry.controller import (
     webhook,
 )
 from agent_registry.controller.context import Indexes, OperatorConfig, OperatorContext, context_of
+from agent_registry.controller.drift import run_configmap_resync
 from agent_registry.controller.fleet import FleetReconciler, StatusSink, run_fleet
 from agent_registry.controller.indexes import AgentIndex, Key, ObjectState
 from agent_registry.controller.throttle import RateLimiter
@@ -122,6 +123,11 @@ async def startup(
     if config.api_listen and shared is None:
         ctx.tasks.append(await start_api(ctx, config.api_listen))
     ctx.tasks.append(asyncio.create_task(run_fleet(ctx, ctx.fleet, sink), name="fleet"))
+    ctx.tasks.append(
+        asyncio.create_task(
+            run_configmap_resync(ctx, config.configmap_resync), name="configmap-resync"
+        )
+    )
     ctx.tasks.append(
         asyncio.create_task(run_status_loop(ctx, agent_states, behavior_states), name="status")
     )
