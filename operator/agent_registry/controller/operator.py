@@ -62,7 +62,24 @@ class DiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
         return super().fetch(body=body)
 
 
+# The handlers kopf runs on every watch event (status writes included): kopf logs each run at
+# INFO, a line per Agent and per status write; their own logs say what they did.
+WATCH_HANDLERS = ("enqueue", "rollout", "grants")
+
+
+class WatchHandlerSuccesses(logging.Filter):
+    """Drops kopf's "Handler 'x' succeeded." of the watch handlers (failures still log)."""
+
+    _quiet = frozenset(f"Handler '{name}' succeeded." for name in WATCH_HANDLERS)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() not in self._quiet
+
+
 def configure(settings: kopf.OperatorSettings, config: OperatorConfig, **webhook_args: Any) -> None:
+    objects = logging.getLogger("kopf.objects")
+    if not any(isinstance(f, WatchHandlerSuccesses) for f in objects.filters):
+        objects.addFilter(WatchHandlerSuccesses())
     # Progress and the last-handled spec in annotations: status stays ours (schema-valid).
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
     settings.persistence.diffbase_storage = DiffBaseStorage(
