@@ -138,6 +138,21 @@ def _fold(agent: Row[Any]) -> Any:
     )
 
 
+def _closing_notes(agent: Any, behavior: Any, revision: int, reason: Any, assigned_by: Any) -> str:
+    """The outcome notes of the open assignment that `agent` leaves for `behavior` at
+    `revision` (its counts are the agent row's current_*): one text for assign and
+    assign_many."""
+    return outcome_notes(
+        tasks=agent.current_tasks_completed,
+        successes=agent.current_successes,
+        total_response_time_ms=agent.current_total_response_time_ms,
+        timed_tasks=agent.current_timed_tasks,
+        replaced_by=(
+            f"{behavior.namespace}/{behavior.name} revision {revision} ({reason}, by {assigned_by})"
+        ),
+    )
+
+
 async def assign(
     db: Database,
     delivered: DeliveredScripts,
@@ -174,16 +189,7 @@ async def assign(
             # The open assignment's counts were its script's too: into that script's row.
             await conn.execute(_fold(agent))
         if current is not None:
-            notes = outcome_notes(
-                tasks=agent.current_tasks_completed,
-                successes=agent.current_successes,
-                total_response_time_ms=agent.current_total_response_time_ms,
-                timed_tasks=agent.current_timed_tasks,
-                replaced_by=(
-                    f"{behavior.namespace}/{behavior.name} revision {revision} "
-                    f"({reason}, by {assigned_by})"
-                ),
-            )
+            notes = _closing_notes(agent, behavior, revision, reason, assigned_by)
             await conn.execute(
                 update(_S)
                 .where(_S.c.id == current.id)
@@ -417,15 +423,8 @@ async def assign_many(
                         }
                     )
                 if current is not None:
-                    notes = outcome_notes(
-                        tasks=agent.current_tasks_completed,
-                        successes=agent.current_successes,
-                        total_response_time_ms=agent.current_total_response_time_ms,
-                        timed_tasks=agent.current_timed_tasks,
-                        replaced_by=(
-                            f"{behavior.namespace}/{behavior.name} revision {revision} "
-                            f"({request.reason}, by {request.assigned_by})"
-                        ),
+                    notes = _closing_notes(
+                        agent, behavior, revision, request.reason, request.assigned_by
                     )
                     closes.append(
                         {
