@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from agent_registry.reports import LoadedBehavior, LoadFailure, TaskOutcome
-from agent_registry.runtime.backoff import Backoff
+from agent_registry.runtime.backoff import RETRY_AFTER_SPREAD, Backoff, after_server
 from agent_registry.runtime.host import BehaviorHost
 from agent_registry.runtime.reporter import AgentRef, OutcomeReporter
 from agent_registry.runtime.reporter_thread import ReporterThread
@@ -115,6 +115,14 @@ async def test_retry_after_is_honoured() -> None:
         await task
     # Not a timing assertion on speed: a lower bound the client must respect.
     assert waited >= 0.25
+
+
+def test_retry_after_is_a_floor_with_a_spread() -> None:
+    """Agents told the same Retry-After at the same moment do not all retry in step."""
+    rng = random.Random(7)
+    delays = [after_server(5.0, rng) for _ in range(200)]
+    assert all(5.0 <= d <= 5.0 * (1 + RETRY_AFTER_SPREAD) for d in delays)
+    assert max(delays) - min(delays) > 0.5  # spread over most of the second allowed
 
 
 async def test_permanent_rejection_drops_the_batch_and_goes_on() -> None:

@@ -28,6 +28,17 @@ class Backoff:
         return ceiling / 2 + draw * ceiling / 2
 
 
+# A server's Retry-After is a floor; up to this share of it more spreads the agents it told
+# the same thing at the same moment (a registry whose database came back), which would
+# otherwise all retry in step.
+RETRY_AFTER_SPREAD = 0.2
+
+
+def after_server(retry_after: float, rng: random.Random | None = None) -> float:
+    """The delay for a server's Retry-After: at least it, at most RETRY_AFTER_SPREAD more."""
+    return retry_after * (1.0 + RETRY_AFTER_SPREAD * (rng or random).random())
+
+
 def retry_after_seconds(header: str | None, *, cap: float) -> float | None:
     """The server's Retry-After (delta-seconds form only), capped; None if absent/invalid."""
     if not header:

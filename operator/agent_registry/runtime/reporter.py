@@ -37,7 +37,7 @@ from agent_registry.reports import (
     ReportAccepted,
     TaskOutcome,
 )
-from agent_registry.runtime.backoff import Backoff, retry_after_seconds
+from agent_registry.runtime.backoff import Backoff, after_server, retry_after_seconds
 from agent_registry.runtime.outcome_buffer import OutcomeBuffer
 
 log = logging.getLogger(__name__)
@@ -261,7 +261,9 @@ class OutcomeReporter:
                     self._acked_status = (batch.loaded, batch.load_failure, batch.dropped)
                 return True
             delay = (
-                retry_after if retry_after is not None else self.backoff.delay(attempt, self._rng)
+                after_server(retry_after, self._rng)
+                if retry_after is not None
+                else self.backoff.delay(attempt, self._rng)
             )
             attempt += 1
             self.stats.retries += 1
