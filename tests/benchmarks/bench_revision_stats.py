@@ -206,7 +206,8 @@ Run: `python tests/benchmarks/bench_revision_stats.py --write-docs`. A throwaway
 (fsync off; these are reads) holds 100,000 agents in 10 namespaces and 5 roles, each with
 an open assignment of revision 3 of one behavior and a row in `agent_revision_stats` for
 each of the behavior's 3 revisions. Latency is what a `RegistryService` caller sees (query,
-transfer, records), p50 / p99 over 50 calls after one warm-up, all in the same run, beside
+transfer, records), p50 / p99 over `--runs` calls (50 by default; the machine line says how
+many) after one warm-up, all in the same run, beside
 the underperformers query: whole (1,000 flagged agents with their open assignments), the worst
 100, a namespace's worst 10, its ranking alone (agent ids: the query the index serves), and,
 as the baseline, that ranking as it ran before migration 0005 (a scan of every agent row).
