@@ -62,6 +62,7 @@ class GroupAssigner:
         self.ctx = ctx
         self.queue: list[tuple[AssignRequest, asyncio.Future[AssignmentRecord]]] = []
         self.flushing = False
+        self._flusher: asyncio.Task[None] | None = None
         self.transactions = 0
 
     async def __call__(self, request: AssignRequest) -> AssignmentRecord:
@@ -69,7 +70,8 @@ class GroupAssigner:
         self.queue.append((request, future))
         if not self.flushing:
             self.flushing = True
-            asyncio.get_running_loop().create_task(self._flush())
+            # Held: the event loop keeps only a weak reference to a task.
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
         return await future
 
     async def _flush(self) -> None:
