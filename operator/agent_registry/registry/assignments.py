@@ -81,8 +81,8 @@ async def _script_of(
 def _deliver(db: Database, agent_id: str, refs: Sequence[ScriptRef], now: datetime) -> Any:
     """Upsert the script rows of `refs` (counters untouched): a new row starts at zero, an
     existing one takes the newest label (behavior, revision) it is delivered under."""
-    insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
-    stmt = insert(_R).values(
+    return _deliver_rows(
+        db,
         [
             {
                 "agent_id": agent_id,
@@ -92,8 +92,15 @@ def _deliver(db: Database, agent_id: str, refs: Sequence[ScriptRef], now: dateti
                 "delivered_at": now,
             }
             for ref in refs
-        ]
+        ],
     )
+
+
+def _deliver_rows(db: Database, rows: Sequence[Mapping[str, Any]]) -> Any:
+    """`_deliver` for rows of any agents (agent_id, script_sha256, behavior_id, revision,
+    delivered_at)."""
+    insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
+    stmt = insert(_R).values(list(rows))
     return stmt.on_conflict_do_update(
         index_elements=[_R.c.agent_id, _R.c.script_sha256],
         set_={"behavior_id": stmt.excluded.behavior_id, "revision": stmt.excluded.revision},
@@ -475,21 +482,7 @@ async def assign_many(
             if closes:
                 await conn.execute(_CLOSE_MANY, closes)
             if delivers:
-                insert_ = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
-                stmt = insert_(_R).values(delivers)
-                await conn.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=[_R.c.agent_id, _R.c.script_sha256],
-                        set_={
-                            "behavior_id": stmt.excluded.behavior_id,
-                            "revision": stmt.excluded.revision,
-                        },
-                        where=or_(
-                            _R.c.behavior_id != stmt.excluded.behavior_id,
-                            _R.c.revision != stmt.excluded.revision,
-                        ),
-                    )
-                )
+                await conn.execute(_deliver_rows(db, delivers))
             if inserts:
                 await conn.execute(insert(_S).values(inserts))
                 await conn.execute(_AGENT_ASSIGNED_MANY, [{**u, "b_now": now} for u in updates])
