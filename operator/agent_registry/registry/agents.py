@@ -185,8 +185,7 @@ async def list_underperforming_agents(
         # Then the few flagged agents with their open assignments, by key: a join with the
         # ranking would let the planner scan every open assignment to hash it.
         found: dict[str, UnderperformingAgent] = {}
-        for start in range(0, len(ranked), _FETCH_CHUNK):
-            chunk = ranked[start : start + _FETCH_CHUNK]
+        for chunk in chunks(ranked):
             stmt = (
                 select(_A, *_ASSIGNMENT_COLS)
                 .join(_S, and_(_S.c.agent_id == _A.c.agent_id, _S.c.unassigned_at.is_(None)))
@@ -201,8 +200,6 @@ async def list_underperforming_agents(
     return [found[agent_id] for agent_id in ranked if agent_id in found]
 
 
-# Agents fetched per statement: well under SQLite's bound-parameter limit.
-_FETCH_CHUNK = 500
 _ASSIGNMENT_COLS = [c.label(f"s_{c.name}") for c in _S.c]
 
 
