@@ -37,6 +37,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from benchmarks.machine import cpu_model  # noqa: E402
 from fixtures.pgserver import FAST_SETTINGS, PostgresServer, find_bin_dir  # noqa: E402
 
 BATCH = 100
@@ -52,16 +53,6 @@ def sha256(script: str) -> str:
 
 DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Registry ingestion (`tests/benchmarks/bench_registry.py`)"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 # -- pgbench baseline -------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from benchmarks.machine import cpu_model  # noqa: E402
 from fixtures.pgserver import FAST_SETTINGS, PostgresServer, find_bin_dir  # noqa: E402
 
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -37,16 +38,6 @@ SECTION = "## Per-revision aggregates (`tests/benchmarks/bench_revision_stats.py
 NAMESPACES = 10
 ROLES = 5
 BEHAVIOR = "00000000-0000-0000-0000-0000000000b1"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def sha(revision: int) -> str:

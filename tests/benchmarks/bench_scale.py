@@ -43,6 +43,10 @@ from agent_registry.kubeclient import KubeClient, KubeError
 from agent_registry.runtime.bundle import script_sha256
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from benchmarks.machine import cpu_model  # noqa: E402
+
 CRDS = ROOT / "crds"
 DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Operator at scale (`tests/benchmarks/bench_scale.py`)"
@@ -402,13 +406,6 @@ async def report_progress(fleet: Fleet, started: float) -> None:
     while True:
         await asyncio.sleep(15)
         say(f"  {time.monotonic() - started:.0f}s: {len(fleet.reconciled)} reconciled")
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.machine()
 
 
 def verdict(value: float | None, target: float) -> str:

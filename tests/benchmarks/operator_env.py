@@ -20,18 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "benchmarks.md"
 GROUP = "agents.singularity.dev"
 
+from benchmarks.machine import cpu_model  # noqa: E402
 from e2e.conftest import CRDS_DIR, Kubectl, OperatorProcess, operator_process  # noqa: E402
 from fixtures.pgserver import PostgresServer, find_bin_dir  # noqa: E402
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def machine_line() -> str:
