@@ -8,8 +8,10 @@ seam tests use: they pass the local control plane's kubeconfig, not a fake clien
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
+from collections.abc import AsyncIterator
 from typing import Any, Self
 from urllib.parse import quote
 
@@ -93,22 +95,26 @@ class KubeClient:
             headers["Authorization"] = str(bearer["value"])
         return headers
 
+    def _session_now(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, connector=aiohttp.TCPConnector(ssl=self._ssl)
+            )
+        return self._session
+
     async def request(
         self,
         method: str,
         path: str,
-        body: Manifest | None = None,
+        body: Manifest | list[Any] | None = None,
         *,
         content_type: str = "application/json",
         params: dict[str, str] | None = None,
     ) -> Manifest | None:
         """The decoded JSON object answered; None for 404; KubeUnavailable when worth a retry."""
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=self._timeout, connector=aiohttp.TCPConnector(ssl=self._ssl)
-            )
+        session = self._session_now()
         try:
-            async with self._session.request(
+            async with session.request(
                 method,
                 self.server + path,
                 json=body,
@@ -127,6 +133,37 @@ class KubeClient:
         if not isinstance(payload, dict):
             raise KubeError(response.status, "answer is not a JSON object")
         return payload
+
+    async def watch(
+        self, path: str, params: dict[str, str], *, timeout_seconds: int = 300
+    ) -> AsyncIterator[Manifest]:
+        """The events of one watch request (`?watch=1`), decoded, until the server ends it
+        (after `timeout_seconds`, which the server applies; a silent connection is dropped
+        a minute later). An ERROR event is yielded like the others: the caller decides (410
+        Gone means: list again)."""
+        query = {**params, "watch": "1", "timeoutSeconds": str(timeout_seconds)}
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=15, sock_read=timeout_seconds + 60)
+        try:
+            async with self._session_now().get(
+                self.server + path,
+                params=query,
+                headers=self._headers("application/json"),
+                timeout=timeout,
+            ) as response:
+                if response.status == 429 or response.status >= 500:
+                    raise KubeUnavailable(f"watch {path}: HTTP {response.status}")
+                if response.status >= 400:
+                    raise KubeError(response.status, (await response.text())[:1000])
+                # One JSON object per line; lines can be longer than aiohttp's line limit.
+                buffer = b""
+                async for chunk in response.content.iter_any():
+                    buffer += chunk
+                    *lines, buffer = buffer.split(b"\n")
+                    for line in lines:
+                        if line.strip():
+                            yield json.loads(line)
+        except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            raise KubeUnavailable(f"watch {path}: {exc!r}") from exc
 
     async def close(self) -> None:
         if self._session is not None:

@@ -229,6 +229,18 @@ def start_operator(argv: list[str], env: dict[str, str], log: Any) -> subprocess
     return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
+def start_profiler(pid: int, output: str) -> subprocess.Popen[bytes]:
+    """py-spy (pip install py-spy) samples the operator into a raw (collapsed) flame graph."""
+    spy = Path(sys.executable).with_name("py-spy")
+    argv = [str(spy), "record", "--pid", str(pid), "-o", output, "-r", "50", "-f", "raw"]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_profiler(profiler: subprocess.Popen[bytes]) -> None:
+    profiler.send_signal(signal.SIGINT)
+    profiler.wait()
+
+
 async def run_one(args: argparse.Namespace, agents: int) -> Result:
     from agent_registry.devcluster import open_cluster
 
@@ -299,32 +311,14 @@ async def run_one(args: argparse.Namespace, agents: int) -> Result:
         proc = start_operator(argv, env, log)
         sampler = Sampler(proc.pid)
         if args.profile:
-            # py-spy (pip install py-spy) samples the whole cold reconcile into a flame graph.
-            spy = Path(sys.executable).with_name("py-spy")
-            profiler = start_operator(
-                [
-                    str(spy),
-                    "record",
-                    "--pid",
-                    str(proc.pid),
-                    "-o",
-                    args.profile,
-                    "-r",
-                    "50",
-                    "-f",
-                    "raw",
-                ],
-                dict(os.environ),
-                subprocess.DEVNULL,
-            )
+            profiler = start_profiler(proc.pid, args.profile)
         progress = asyncio.create_task(report_progress(fleet, started))
         try:
             done = await wait_until(lambda: len(fleet.reconciled) >= agents, args.timeout, proc)
         finally:
             progress.cancel()
         if args.profile:
-            profiler.send_signal(signal.SIGINT)
-            profiler.wait()
+            stop_profiler(profiler)
         result.cold_reached = len(fleet.reconciled)
         result.cold_cpu_s = sampler.cpu_seconds()
         if done:
@@ -345,6 +339,8 @@ async def run_one(args: argparse.Namespace, agents: int) -> Result:
             for i, ns in enumerate(namespaces)
             for name in fleet.agent_names(i)
         }
+        if args.profile:
+            profiler = start_profiler(proc.pid, f"{args.profile}.fanout")
         t1 = time.monotonic()
         await asyncio.gather(
             *(
@@ -362,6 +358,8 @@ async def run_one(args: argparse.Namespace, agents: int) -> Result:
             return all(fleet.shas.get(key) == new_sha for key in configmaps)
 
         done = await wait_until(fanned_out, args.timeout, proc)
+        if args.profile:
+            stop_profiler(profiler)
         result.fanout_reached = sum(1 for key in configmaps if fleet.shas.get(key) == new_sha)
         if done:
             result.fanout_s = time.monotonic() - t1
@@ -488,7 +486,9 @@ def main() -> None:
         "--operator-arg", action="append", default=[], help="extra `agentreg run` argument"
     )
     parser.add_argument("--keep-log", action="store_true")
-    parser.add_argument("--profile", default="", help="py-spy flame graph of the cold reconcile")
+    parser.add_argument(
+        "--profile", default="", help="py-spy flame graphs: PATH (cold reconcile), PATH.fanout"
+    )
     parser.add_argument("--notes", default="", help="text after the table (with --write-docs)")
     parser.add_argument("--write-docs", action="store_true", help=f"update {DOC.name}")
     args = parser.parse_args()

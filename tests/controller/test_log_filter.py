@@ -15,7 +15,7 @@ def _record(message: str, level: int = logging.INFO) -> logging.LogRecord:
 def test_watch_handler_successes_are_dropped_failures_and_others_kept() -> None:
     quiet = WatchHandlerSuccesses()
     assert not quiet.filter(_record("Handler 'rollout' succeeded."))
-    assert not quiet.filter(_record("Handler 'enqueue' succeeded."))
+    assert not quiet.filter(_record("Handler 'grants' succeeded."))
     assert quiet.filter(_record("Handler 'reconcile' succeeded."))
     assert quiet.filter(_record("Handler 'rollout' failed with an exception. Will retry.", 40))
     assert quiet.filter(_record("Creation is processed: 1 succeeded; 0 failed."))

@@ -272,9 +272,14 @@ def test_agent_deletion_marks_it_stopped_and_keeps_history(
     kubectl("delete", "agent", "coder-1", "--timeout=30s")
     assert kubectl.get("agent", "coder-1") is None
 
+    wait_for(
+        lambda: registry_status(postgres_url, f"{kubectl.namespace}/coder-1") == "stopped",
+        timeout=30,
+        what="coder-1 stopped in the registry",
+        diagnose=diagnose(kubectl, operator),
+    )
     rows = history(postgres_url, f"{kubectl.namespace}/coder-1")
     assert len(rows) == 1
-    assert registry_status(postgres_url, f"{kubectl.namespace}/coder-1") == "stopped"
     # Deleting its behavior: the agents using it lose the assignment (condition with a reason).
     kubectl("delete", "agentbehavior", "quick", "--timeout=30s")
 
@@ -326,13 +331,15 @@ def test_paused_agent_is_paused_in_registry_and_scaled_to_zero(
     assert registry_status(postgres_url, f"{kubectl.namespace}/coder-3") == "paused"
 
 
-def test_deletion_lets_go_after_the_timeout_while_the_database_is_down(
+def test_deletion_never_waits_for_the_database_and_is_recorded_once_it_is_back(
     kubectl: Kubectl,
     operator_factory: OperatorFactory,
     postgres_url: str,
     postgres_server: Any,
 ) -> None:
-    operator = operator_factory(postgres_url, delete_timeout=6)
+    """Agents carry no finalizer: deleting one while the database is down is immediate, and
+    the operator records it (stopped, history kept) when the database returns."""
+    operator = operator_factory(postgres_url)
     kubectl("apply", "-f", str(EXAMPLES_DIR))
     wait_for(
         lambda: converged(kubectl),
@@ -340,23 +347,79 @@ def test_deletion_lets_go_after_the_timeout_while_the_database_is_down(
         what="examples converged",
         diagnose=diagnose(kubectl, operator),
     )
+    agent = kubectl.get("agent", "coder-1")
+    assert agent is not None
+    assert not agent["metadata"].get("finalizers"), "Agents carry no finalizer"
     postgres_server.stop()
     try:
-        kubectl("delete", "agent", "coder-1", "--wait=false")
-        time.sleep(2)
-        assert kubectl.get("agent", "coder-1") is not None, "the finalizer holds it while retrying"
-        wait_for(
-            lambda: kubectl.get("agent", "coder-1") is None,
-            timeout=60,
-            what="coder-1 released after the timeout",
-            diagnose=diagnose(kubectl, operator),
-        )
+        kubectl("delete", "agent", "coder-1", "--timeout=15s")
+        assert kubectl.get("agent", "coder-1") is None
+        time.sleep(2)  # the operator sees the deletion and fails to record it meanwhile
     finally:
         postgres_server.start()
-    events = kubectl("get", "events", "--field-selector", "involvedObject.name=coder-1")
-    assert "RegistryUnavailable" in events
-    # The registry never heard of the deletion: it still shows the agent active (recorded above).
-    assert registry_status(postgres_url, f"{kubectl.namespace}/coder-1") == "active"
+    wait_for(
+        lambda: registry_status(postgres_url, f"{kubectl.namespace}/coder-1") == "stopped",
+        timeout=60,
+        what="coder-1 stopped once the database is back",
+        diagnose=diagnose(kubectl, operator),
+    )
+    assert len(history(postgres_url, f"{kubectl.namespace}/coder-1")) == 1
+    assert registry_status(postgres_url, f"{kubectl.namespace}/coder-2") == "active"
+
+
+def test_agents_deleted_while_no_operator_ran_are_recorded_at_the_next_start(
+    kubectl: Kubectl, operator_factory: OperatorFactory, postgres_url: str
+) -> None:
+    """The start's list is compared with the registry's live agents of the operator."""
+    operator = operator_factory(postgres_url)
+    kubectl("apply", "-f", str(EXAMPLES_DIR))
+    wait_for(
+        lambda: converged(kubectl),
+        timeout=90,
+        what="examples converged",
+        diagnose=diagnose(kubectl, operator),
+    )
+    operator.stop()
+    kubectl("delete", "agent", "coder-1", "coder-2", "--timeout=15s")
+    operator.start()
+    for name in ("coder-1", "coder-2"):
+        wait_for(
+            lambda name=name: (
+                registry_status(postgres_url, f"{kubectl.namespace}/{name}") == "stopped"
+            ),
+            timeout=60,
+            what=f"{name} stopped after the restart",
+            diagnose=diagnose(kubectl, operator),
+        )
+    assert registry_status(postgres_url, f"{kubectl.namespace}/coder-3") == "active"
+
+
+def test_the_finalizer_of_earlier_versions_is_removed(
+    kubectl: Kubectl, operator_factory: OperatorFactory, postgres_url: str
+) -> None:
+    """An Agent created by an earlier version carries its finalizer: the operator removes
+    it (else the Agent could never be deleted), and keeps other finalizers."""
+    operator = operator_factory(postgres_url)
+    kubectl("apply", "-f", str(EXAMPLES_DIR / "behaviors.yaml"))
+    legacy = {
+        "apiVersion": "agents.singularity.dev/v1alpha1",
+        "kind": "Agent",
+        "metadata": {
+            "name": "legacy",
+            "finalizers": ["example.com/keep", "agents.singularity.dev/registry"],
+        },
+        "spec": {"role": "coder", "behaviorRef": {"name": "careful"}},
+    }
+    kubectl("apply", "-f", "-", input=json.dumps(legacy))
+
+    def stripped() -> bool:
+        agent = kubectl.get("agent", "legacy")
+        return bool(agent and agent["metadata"].get("finalizers") == ["example.com/keep"])
+
+    wait_for(
+        stripped, timeout=30, what="old finalizer removed", diagnose=diagnose(kubectl, operator)
+    )
+    kubectl("patch", "agent", "legacy", "--type=merge", "-p", '{"metadata":{"finalizers":null}}')
 
 
 def test_a_configmap_deleted_or_edited_by_hand_is_applied_again(

@@ -120,3 +120,22 @@ async def test_list_agents_by_namespace_and_status(registry: RegistryService) ->
     assert len(await registry.list_agents()) == 5
     with pytest.raises(InvalidStatus):
         await registry.list_agents(status="bogus")
+
+
+async def test_live_agent_ids_are_the_creators_agents_not_stopped(
+    registry: RegistryService,
+) -> None:
+    await registry.register_agent("a/one", "dev", created_by="operator")
+    await registry.register_agent("a/two", "dev", created_by="operator")
+    await registry.register_agent("b/one", "dev", created_by="operator")
+    await registry.register_agent("a/mine", "dev", created_by="someone-else")
+    await registry.set_status("a/two", "paused")
+    await registry.register_agent("a/gone", "dev", created_by="operator")
+    await registry.unregister_agent("a/gone")
+
+    assert await registry.live_agent_ids(created_by="operator") == ["a/one", "a/two", "b/one"]
+    assert await registry.live_agent_ids(created_by="operator", namespace="a") == [
+        "a/one",
+        "a/two",
+    ]
+    assert await registry.live_agent_ids(created_by="nobody") == []

@@ -269,6 +269,7 @@ def command(
         registry_url=registry_url,
         kubeconfig=kubeconfig,
         api_listen=None if no_api else api_listen,
+        namespaces=tuple(namespaces),
         status_interval=status_interval,
         underperforming_threshold=underperforming_threshold,
         underperforming_min_tasks=underperforming_min_tasks,

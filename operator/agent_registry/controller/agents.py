@@ -11,8 +11,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import kopf
-
 from agent_registry.controller import rendering
 from agent_registry.controller.arbitration import (
     UNREAD,
@@ -26,9 +24,9 @@ from agent_registry.controller.arbitration import (
     pin_condition,
 )
 from agent_registry.controller.conditions import Cond, find
-from agent_registry.controller.context import ASSIGNED_BY, OperatorContext, context_of
+from agent_registry.controller.context import ASSIGNED_BY, OperatorContext
 from agent_registry.controller.events import post_event
-from agent_registry.controller.indexes import ObjectState, state_of
+from agent_registry.controller.indexes import ObjectState
 from agent_registry.controller.status import (
     AgentView,
     desired_agent_status,
@@ -41,7 +39,6 @@ from agent_registry.registry import (
     AgentNotFound,
     AgentRecord,
     AssignmentRecord,
-    RegistryUnavailable,
 )
 
 logger = logging.getLogger(__name__)
@@ -231,65 +228,6 @@ async def agent_status(
         extra=[pinned] if pinned is not None else [],
         remove_extra=[] if pinned is not None else [PIN_CONDITION],
     )
-
-
-async def enqueue_agent(
-    body: kopf.Body,
-    memo: kopf.Memo,
-    type: str | None,
-    **_: Any,
-) -> None:
-    """Every watch event of an Agent (kopf.on.event: kopf stores nothing on the object for
-    it): hand it to the fleet reconciler, which reconciles in batches what changed since it
-    last reconciled the agent (spec generation, pin annotations; everything at startup)."""
-    ctx = context_of(memo)
-    if type == "DELETED":
-        metadata = body.get("metadata") or {}
-        key = (str(metadata.get("namespace")), str(metadata.get("name")))
-        ctx.agent_index.remove(key)
-        if ctx.fleet is not None:
-            ctx.fleet.forget(key)
-        return
-    agent = ctx.agent_index.put(body)
-    if ctx.fleet is None:
-        return
-    if (body.get("metadata") or {}).get("deletionTimestamp"):
-        ctx.fleet.forget((agent.namespace, agent.name))
-        return
-    ctx.fleet.offer(agent)
-
-
-async def delete_agent(
-    body: kopf.Body,
-    memo: kopf.Memo,
-    runtime: datetime.timedelta,
-    logger: kopf.Logger,
-    **_: Any,
-) -> None:
-    """Mark the agent stopped in the registry (history kept), within a bounded time.
-
-    While the registry is down the finalizer retries; after `delete_timeout` it lets the
-    Agent go and records that the registry still shows it active (an Event and a log line).
-    """
-    ctx = context_of(memo)
-    agent = state_of("Agent", body)
-    agent_id = agent_id_of(agent.namespace, agent.name)
-    try:
-        await ctx.registry.unregister_agent(agent_id)
-    except AgentNotFound:
-        return
-    except RegistryUnavailable as exc:
-        if runtime.total_seconds() < ctx.config.delete_timeout:
-            raise kopf.TemporaryError(f"registry unavailable, retrying: {exc}", delay=5) from exc
-        message = (
-            f"registry unavailable for {int(runtime.total_seconds())}s; gave up marking "
-            f"{agent_id} stopped (the next reconcile of the same name reactivates it)"
-        )
-        logger.error(message)
-        await post_event(ctx, agent, reason="RegistryUnavailable", message=message, warning=True)
-        return
-    if ctx.metrics is not None:
-        ctx.metrics.reconciles.labels(kind="Agent", result="deleted").inc()
 
 
 async def redecide_agents(

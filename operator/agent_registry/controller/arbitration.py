@@ -119,14 +119,33 @@ class BehaviorCatalog:
     # Behaviors whose rollout ended: why their agents run the served revision.
     notes: dict[str, Serving] = field(default_factory=dict)
 
+    # The reads in flight: a batch decides hundreds of agents of a behavior at once, and
+    # without these each would read it (py-spy: 6-8 % of the operator at 10,000 Agents).
+    _reading: dict[Any, asyncio.Future[Any]] = field(default_factory=dict)
+
+    async def _once(self, key: Any, read: Callable[[], Awaitable[Any]]) -> Any:
+        """`read()` once for all concurrent callers of the same key; a failed read is not
+        kept (the next caller reads again). Shielded: one caller's cancellation does not
+        cancel the others' read."""
+        future = self._reading.get(key)
+        if future is None:
+            future = asyncio.ensure_future(read())
+            self._reading[key] = future
+            future.add_done_callback(lambda _: self._reading.pop(key, None))
+        return await asyncio.shield(future)
+
     async def record(self, name: str) -> BehaviorRecord | None:
         if name not in self.records:
-            try:
-                self.records[name] = await self.ctx.registry.get_behavior_by_name(
-                    self.namespace, name
-                )
-            except BehaviorNotFound:
-                self.records[name] = None
+
+            async def read() -> None:
+                try:
+                    self.records[name] = await self.ctx.registry.get_behavior_by_name(
+                        self.namespace, name
+                    )
+                except BehaviorNotFound:
+                    self.records[name] = None
+
+            await self._once(("record", name), read)
         return self.records[name]
 
     async def facts(self, name: str, *, with_revisions: bool) -> BehaviorFacts | None:
@@ -137,7 +156,9 @@ class BehaviorCatalog:
         self.scripts[(record.name, record.revision)] = record.lua_script
         revisions = {record.revision: current}
         if with_revisions:
-            for stored in await self.ctx.registry.behavior_revisions(record.id):
+            for stored in await self._once(
+                ("revisions", record.id), lambda: self.ctx.registry.behavior_revisions(record.id)
+            ):
                 revisions[stored.revision] = Revision(
                     record.name, stored.revision, stored.script_sha256
                 )
@@ -197,7 +218,9 @@ class BehaviorCatalog:
         if key not in self.scripts:
             record = await self.record(revision.behavior)
             assert record is not None
-            stored = await self.ctx.registry.get_behavior_revision(record.id, revision.revision)
+            stored = await self._once(
+                key, lambda: self.ctx.registry.get_behavior_revision(record.id, revision.revision)
+            )
             self.scripts[key] = stored.lua_script
         return self.scripts[key]
 

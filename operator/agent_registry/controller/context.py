@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from agent_registry.controller.agent_watch import AgentWatch
     from agent_registry.controller.fleet import FleetReconciler
     from agent_registry.controller.indexes import AgentIndex
     from agent_registry.controller.kubeapi import Kube
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 
 # Who the registry records as having made an assignment.
 ASSIGNED_BY = "agent-registry-operator"
+# kopf's finalizer on AgentBehaviors; earlier versions put it on every Agent too.
+FINALIZER = "agents.singularity.dev/registry"
 
 
 @dataclass
@@ -30,6 +33,8 @@ class OperatorConfig:
 
     database_url: str
     registry_url: str
+    # The namespaces served (exact names); empty: all of them.
+    namespaces: tuple[str, ...] = ()
     kubeconfig: str | None = None
     api_listen: str | None = "0.0.0.0:8080"
     status_interval: float = 5.0
@@ -84,10 +89,12 @@ class OperatorContext:
     kube: Kube
     metrics: Metrics | None = None
     indexes: Indexes | None = None
-    # The Agents as last seen (kept by the on.event handler, controller/indexes.AgentIndex).
+    # The Agents as last seen (kept by controller/agent_watch.py's list and watch).
     agent_index: AgentIndex = field(default_factory=lambda: _agent_index())
-    # The batch reconciler of Agents and the fleet-wide limits (set up at startup).
+    # The batch reconciler of Agents, the watch feeding it and the fleet-wide limits (set up
+    # at startup).
     fleet: FleetReconciler | None = None
+    agent_watch: AgentWatch | None = None
     status_limiter: RateLimiter | None = None
     event_limiter: RateLimiter | None = None
     # (namespace, agent) -> digest of the ConfigMap this process last applied for it.

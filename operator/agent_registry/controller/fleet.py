@@ -141,6 +141,7 @@ class FleetReconciler:
         self.concurrency = concurrency
         self.linger = linger
         self.pending: dict[Key, ObjectState] = {}
+        self.in_flight: set[Key] = set()
         self.waiters: dict[Key, list[asyncio.Future[None]]] = {}
         self.reconciled: dict[Key, Fingerprint] = {}
         self.failures: dict[Key, int] = {}
@@ -196,7 +197,12 @@ class FleetReconciler:
                 raise result
 
     def idle(self) -> bool:
-        return not self.pending
+        return not self.pending and not self.in_flight and self.sink.idle()
+
+    def busy_with(self, key: Key) -> bool:
+        """The agent is queued, being reconciled, or its status patch waits: the status
+        loop leaves it to the reconciler, which writes its status anyway."""
+        return key in self.pending or key in self.in_flight or key in self.sink.pending
 
     # -- the worker -----------------------------------------------------------------------
 
@@ -210,11 +216,14 @@ class FleetReconciler:
             batch = [self.pending.pop(key) for key in keys]
             waiters = {key: self.waiters.pop(key, []) for key in keys}
             started = time.monotonic()
+            self.in_flight = set(keys)
             try:
                 errors = await self.reconcile_batch(batch)
             except Exception as exc:  # the bulk reads failed: the whole batch retries
                 logger.warning(f"fleet batch of {len(batch)} failed: {exc!r}")
                 errors = {key_of(state): exc for state in batch}
+            finally:
+                self.in_flight = set()
             self.batches += 1
             logger.debug(
                 f"fleet batch of {len(batch)}: {len(errors)} failed, "

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 import kopf
 
 from agent_registry.controller import (
-    agents,
     behaviors,
     experiments,
     indexes,
@@ -23,7 +22,14 @@ from agent_registry.controller import (
     rollout_handlers,
     webhook,
 )
-from agent_registry.controller.context import Indexes, OperatorConfig, OperatorContext, context_of
+from agent_registry.controller.agent_watch import AgentWatch
+from agent_registry.controller.context import (
+    FINALIZER,
+    Indexes,
+    OperatorConfig,
+    OperatorContext,
+    context_of,
+)
 from agent_registry.controller.drift import run_configmap_resync
 from agent_registry.controller.fleet import FleetReconciler, StatusSink, run_fleet
 from agent_registry.controller.indexes import AgentIndex, Key, ObjectState
@@ -41,30 +47,11 @@ logger = logging.getLogger(__name__)
 # every annotation under its storage prefix out of the diff it reacts to, so with the bare
 # group the users' `agents.singularity.dev/pin` annotation would never trigger a handler.
 PREFIX = f"kopf.{GROUP}"
-FINALIZER = f"{GROUP}/registry"
-
-
-class DiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
-    """kopf's last-handled configuration in an annotation, except on Agents.
-
-    Agents have no change-detection handler but the delete handler (the fleet reconciler
-    decides what changed, controller/fleet.py): storing the annotation would be one more
-    patch of every Agent, and one more watch event each, for nothing."""
-
-    def store(self, *, body: Any, patch: Any, essence: Any) -> None:
-        if body.get("kind") == "Agent":
-            return
-        super().store(body=body, patch=patch, essence=essence)
-
-    def fetch(self, *, body: Any) -> Any:
-        if body.get("kind") == "Agent":
-            return None
-        return super().fetch(body=body)
 
 
 # The handlers kopf runs on every watch event (status writes included): kopf logs each run at
 # INFO, a line per Agent and per status write; their own logs say what they did.
-WATCH_HANDLERS = ("enqueue", "rollout", "grants")
+WATCH_HANDLERS = ("rollout", "grants")
 
 
 class WatchHandlerSuccesses(logging.Filter):
@@ -82,10 +69,12 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig, **webhook
         objects.addFilter(WatchHandlerSuccesses())
     # Progress and the last-handled spec in annotations: status stays ours (schema-valid).
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
-    settings.persistence.diffbase_storage = DiffBaseStorage(
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=PREFIX, key="last-handled-configuration"
     )
-    settings.persistence.finalizer = FINALIZER  # the finalizer keeps the bare group
+    # The finalizer (AgentBehaviors only) keeps the bare group; Agents have none
+    # (agent_watch.py removes the one earlier versions put there).
+    settings.persistence.finalizer = FINALIZER
     # Only the Events we post on purpose, not one per log line.
     settings.posting.level = logging.WARNING
     # Resources are known at startup (CRDs installed first): no CRD/namespace watch, less RBAC.
@@ -140,6 +129,8 @@ async def startup(
     if config.api_listen and shared is None:
         ctx.tasks.append(await start_api(ctx, config.api_listen))
     ctx.tasks.append(asyncio.create_task(run_fleet(ctx, ctx.fleet, sink), name="fleet"))
+    ctx.agent_watch = AgentWatch(ctx, config.namespaces or None)
+    ctx.tasks.append(asyncio.create_task(ctx.agent_watch.run(), name="agents"))
     ctx.tasks.append(
         asyncio.create_task(
             run_configmap_resync(ctx, config.configmap_resync), name="configmap-resync"
@@ -204,7 +195,6 @@ def _fn(handler: Any) -> Any:
 
 def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
-    agent = (GROUP, VERSION, "agents")
     behavior = (GROUP, VERSION, "agentbehaviors")
     policy = (GROUP, VERSION, "behaviorpolicies")
     experiment = (GROUP, VERSION, "behaviorexperiments")
@@ -215,16 +205,13 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     kopf.on.startup(registry=registry)(_fn(startup))
     kopf.on.cleanup(registry=registry)(_fn(cleanup))
 
-    # No kopf index on Agents (see indexes.AgentIndex): the on.event handler keeps ours.
+    # Agents are not kopf's: agent_watch.py lists and watches them itself (issue 14).
     kopf.index(*behavior, registry=registry)(_fn(indexes.behavior_states))
     kopf.index(*policy, registry=registry)(_fn(policies.policy_states))
     kopf.index(*experiment, registry=registry)(_fn(experiments.experiment_states))
 
-    # Agents: every watch event goes to the fleet reconciler (batches; controller/fleet.py).
-    kopf.on.event(*agent, registry=registry, id="enqueue")(_fn(agents.enqueue_agent))
     for on in (kopf.on.create, kopf.on.update, kopf.on.resume):
         on(*behavior, registry=registry, id="reconcile")(_fn(behaviors.reconcile_behavior))
-    kopf.on.delete(*agent, registry=registry, id="unregister")(_fn(agents.delete_agent))
     kopf.on.delete(*behavior, registry=registry, id="mark-deleted")(_fn(behaviors.delete_behavior))
     # A policy needs no finalizer: deleting it only drops its grants, which the event applies.
     kopf.timer(

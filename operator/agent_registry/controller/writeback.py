@@ -196,11 +196,18 @@ class StatusWriter:
             for b in behaviors
         }
         resync = self.ctx.config.status_resync
+        fleet = self.ctx.fleet
         full = (
             self.since is None
             or versions != self.behavior_versions
             or time.monotonic() - self.last_full >= resync
         )
+        if full and self.since is not None and fleet is not None and not fleet.idle():
+            # A behavior's new revision: the reconciler is re-deciding its agents and writes
+            # their status itself. Recomputing the fleet meanwhile would only race it (py-spy:
+            # 9 % of the operator in a fan-out of 10,000); the full pass waits until it is idle.
+            full = False
+            versions = self.behavior_versions
         if full:
             agents = _states(agent_states)
             records: dict[str, Any] | None = None
@@ -220,6 +227,8 @@ class StatusWriter:
             if missing:
                 records.update(await self.ctx.registry.get_agents(missing))
         self.retry = set()
+        if fleet is not None:
+            agents = [a for a in agents if not fleet.busy_with((a.namespace, a.name))]
         patches = await self.agent_patches(agents, records) if agents else []
         if full or agents:
             patches += await self.behavior_patches(behaviors)

@@ -153,6 +153,16 @@ async def list_agents(db: Database, namespace: str | None, status: str | None) -
         return [agent_record(row) for row in await conn.execute(stmt)]
 
 
+async def live_agent_ids(db: Database, created_by: str, namespace: str | None) -> list[str]:
+    """The agent_ids of the agents not stopped that `created_by` registered (optionally of one
+    namespace): what the operator's sweep compares with the Agents listed."""
+    stmt = select(_A.c.agent_id).where(_A.c.created_by == created_by, _A.c.status != "stopped")
+    if namespace is not None:
+        stmt = stmt.where(_in_namespace(namespace))
+    async with db.read("live_agent_ids") as conn:
+        return [str(row.agent_id) for row in await conn.execute(stmt.order_by(_A.c.agent_id))]
+
+
 async def list_underperforming_agents(
     db: Database, threshold: float, min_tasks: int, limit: int | None, namespace: str | None = None
 ) -> list[UnderperformingAgent]:

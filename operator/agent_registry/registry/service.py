@@ -388,6 +388,11 @@ class RegistryService:
         """All agents (any status unless given), optionally of one namespace, by agent_id."""
         return await agents.list_agents(self._db, namespace, status)
 
+    async def live_agent_ids(self, *, created_by: str, namespace: str | None = None) -> list[str]:
+        """The agent_ids not stopped that `created_by` registered, optionally of one namespace
+        (the operator's sweep for Agents deleted while it did not watch)."""
+        return await agents.live_agent_ids(self._db, created_by, namespace)
+
     async def list_underperforming_agents(
         self,
         threshold: float = 0.7,
