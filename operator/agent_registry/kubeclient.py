@@ -98,7 +98,10 @@ class KubeClient:
     def _session_now(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                timeout=self._timeout, connector=aiohttp.TCPConnector(ssl=self._ssl)
+                timeout=self._timeout,
+                # At most 100 requests at once (aiohttp's default, stated): what bounds a
+                # reconcile batch's API calls (controller/fleet.py).
+                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=100),
             )
         return self._session
 

@@ -18,7 +18,8 @@ GROUP = "agents.singularity.dev"
 
 # Per served namespace (a Role each, or a ClusterRole with watch.allNamespaces=true).
 NAMESPACED: Rules = {
-    # kopf: watch, and patch metadata (finalizer, progress annotations).
+    # list and watch (agent_watch.py, kopf for the others), and patch metadata (kopf's finalizer
+    # and progress annotations; the old finalizer removed from Agents).
     (GROUP, "agents"): frozenset({"get", "list", "watch", "patch"}),
     (GROUP, "agentbehaviors"): frozenset({"list", "watch", "patch"}),
     (GROUP, "behaviorpolicies"): frozenset({"list", "watch", "patch"}),

@@ -1,5 +1,5 @@
 """The bulk operations the fleet reconciler uses (register_agents, assign_behaviors,
-get_agents, current_assignments, agents_changed_since) give what the one-agent calls give,
+get_agents, current_assignments, agent_ids_changed_since) give what the one-agent calls give,
 on PostgreSQL and SQLite."""
 
 from __future__ import annotations
@@ -75,6 +75,6 @@ async def test_assign_behaviors_matches_assign_behavior(registry: RegistryServic
 async def test_agents_changed_since(registry: RegistryService) -> None:
     before = datetime.now(UTC) - timedelta(seconds=1)
     await registry.register_agents([("ns/a", "dev", None), ("ns/b", "dev", None)])
-    assert {r.agent_id for r in await registry.agents_changed_since(before)} == {"ns/a", "ns/b"}
+    assert await registry.agent_ids_changed_since(before) == ["ns/a", "ns/b"]
     later = datetime.now(UTC) + timedelta(seconds=1)
-    assert await registry.agents_changed_since(later) == []
+    assert await registry.agent_ids_changed_since(later) == []

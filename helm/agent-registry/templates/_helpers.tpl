@@ -87,9 +87,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/*
 RBAC: exactly the calls the operator makes, nothing more (tests/install/test_rbac.py checks both ways
-with the ServiceAccount's own token). Taken from the code: kopf watches Agents and AgentBehaviors and
-patches their metadata (finalizer, progress annotations; CRD and namespace scanning is disabled, so no
-CRD or namespace access); the controller server-side-applies ConfigMaps and Deployments (an apply that
+with the ServiceAccount's own token). Taken from the code: the operator lists and watches Agents, kopf the
+other kinds, and patches their metadata (kopf's finalizer and progress annotations; the finalizer earlier
+versions put on Agents is removed; CRD and namespace scanning is disabled, so no CRD or namespace access); the controller server-side-applies ConfigMaps and Deployments (an apply that
 creates needs `create` as well as `patch`), reads and deletes a Deployment when spec.template goes
 away, and merge-patches /status; the registry API reads an Agent to authorize a report.
 

@@ -1,6 +1,6 @@
-"""The operator: kopf handlers for Agent, AgentBehavior, BehaviorPolicy and BehaviorExperiment,
-the status write-back loop, the admission webhook, and the pure rendering/condition logic they
-call.
+"""The operator: its own list and watch of Agents with the batch reconciler (agent_watch, fleet),
+kopf handlers for AgentBehavior, BehaviorPolicy and BehaviorExperiment, the status write-back
+loop, the admission webhook, and the pure rendering/condition logic they call.
 
 RBAC the operator process uses (controller + the registry API it serves), exactly:
 
@@ -30,6 +30,7 @@ RBAC the operator process uses (controller + the registry API it serves), exactl
 Namespaced rules go in a Role per served namespace (--namespace) or a ClusterRole (all
 namespaces). No namespaces or CRD access: kopf's cluster scanning is disabled (the CRDs must be
 installed before the operator starts; --namespace globs are not expanded). `get` on agents is the
-API's (it reads Agent.spec.serviceAccountName to authorize reports); kopf itself only lists,
-watches and patches.
+API's (it reads Agent.spec.serviceAccountName to authorize reports); the controller only lists,
+watches and patches (the patch of an Agent's metadata removes the finalizer earlier versions put
+there).
 """

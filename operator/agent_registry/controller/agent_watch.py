@@ -95,8 +95,6 @@ class AgentWatch:
         self._stripping: set[Key] = set()
         self._strip_limit = asyncio.Semaphore(8)
         self._tasks: set[asyncio.Task[None]] = set()
-        self.listed = asyncio.Event()  # set once every scope was listed (tests, readiness)
-        self._listed_scopes: set[str | None] = set()
 
     async def run(self) -> None:
         await asyncio.gather(self._unregister_worker(), *(self._follow(s) for s in self.scopes))
@@ -139,9 +137,6 @@ class AgentWatch:
             params = {**params, "continue": str(token)}
         for key in missing(self._indexed(namespace), seen):
             self._deleted(key)  # deleted while the watch was down
-        self._listed_scopes.add(namespace)
-        if len(self._listed_scopes) == len(self.scopes):
-            self.listed.set()
         self._spawn(self._sweep(namespace))
         logger.info(f"listed {len(seen)} Agents ({namespace or 'all namespaces'})")
         return version

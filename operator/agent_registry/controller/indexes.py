@@ -1,4 +1,5 @@
-"""In-memory indexes kopf keeps up to date from its watches (`@kopf.index`).
+"""In-memory indexes: kopf's of AgentBehaviors, policies and experiments (`@kopf.index`), and
+the AgentIndex the operator's own Agent watch keeps (controller/agent_watch.py).
 
 The handlers use them to find the agents of a behavior without listing the API; the status
 write-back loop walks them once per interval instead of running a timer per object.
@@ -119,7 +120,7 @@ def one(index: Mapping[Key, Any], key: Key) -> Any | None:
 
 
 class AgentIndex:
-    """The Agents as last seen, kept by the operator itself from kopf's watch events (not a
+    """The Agents as last seen, kept by the operator's own list and watch (not a
     `@kopf.index`): kopf blocks every worker until each indexed object is indexed, with one
     readiness toggle per object whose every change wakes every waiting worker, which made a
     start with 10,000 Agents quadratic (no handler ran within 15 minutes, issue 14).

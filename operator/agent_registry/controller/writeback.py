@@ -62,7 +62,7 @@ class StatusWriter:
     """Computes and writes the status of what changed.
 
     A tick reads only the agents whose registry row was written since the previous tick
-    (`agents_changed_since`, every agent write stamps `updated_at`), plus the ones whose patch
+    (`agent_ids_changed_since`, every agent write stamps `updated_at`), plus the ones whose patch
     met a newer version (409) last time: its cost grows with what changed, not with the fleet.
     Every `status_resync` seconds, and when an AgentBehavior changed (its revision or deletion
     shows in every agent's status), it recomputes everything, as a safety net."""
@@ -77,14 +77,9 @@ class StatusWriter:
         self.retry: set[Key] = set()
         self.behavior_versions: dict[Key, tuple[Any, ...]] = {}
 
-    async def agent_patches(
-        self, agents: list[ObjectState], records: Mapping[str, Any] | None = None
-    ) -> list[Patch]:
-        if records is None:
-            records = await self.ctx.registry.get_agents(
-                [agent_id_of(a.namespace, a.name) for a in agents]
-            )
+    async def agent_patches(self, agents: list[ObjectState]) -> list[Patch]:
         wanted = [agent_id_of(a.namespace, a.name) for a in agents]
+        records = await self.ctx.registry.get_agents(wanted)
         views = await self.reader.views([records[i] for i in wanted if i in records])
         now = datetime.datetime.now(datetime.UTC)
         patches: list[Patch] = []
@@ -210,26 +205,21 @@ class StatusWriter:
             versions = self.behavior_versions
         if full:
             agents = _states(agent_states)
-            records: dict[str, Any] | None = None
             self.last_full = time.monotonic()
         else:
             assert self.since is not None
-            changed = await self.ctx.registry.agents_changed_since(self.since - CHANGE_OVERLAP)
-            records = {r.agent_id: r for r in changed}
-            keys = {tuple(r.agent_id.split("/", 1)) for r in changed} | self.retry
+            changed = await self.ctx.registry.agent_ids_changed_since(self.since - CHANGE_OVERLAP)
+            keys = {tuple(agent_id.split("/", 1)) for agent_id in changed} | self.retry
             agents = [
                 s
                 for s in (one(agent_states, key) for key in sorted(keys))  # type: ignore[arg-type]
                 if isinstance(s, ObjectState)
             ]
-            missing = [agent_id_of(a.namespace, a.name) for a in agents]
-            missing = [i for i in missing if i not in records]
-            if missing:
-                records.update(await self.ctx.registry.get_agents(missing))
         self.retry = set()
         if fleet is not None:
+            # Before reading their records: in a fan-out that is most of the fleet.
             agents = [a for a in agents if not fleet.busy_with((a.namespace, a.name))]
-        patches = await self.agent_patches(agents, records) if agents else []
+        patches = await self.agent_patches(agents) if agents else []
         if full or agents:
             patches += await self.behavior_patches(behaviors)
         self.behavior_versions = versions

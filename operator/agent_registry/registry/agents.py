@@ -118,12 +118,12 @@ async def get_agents(db: Database, agent_ids: Sequence[str]) -> dict[str, AgentR
     return found
 
 
-async def agents_changed_since(db: Database, since: datetime) -> list[AgentRecord]:
-    """Agents whose row was written at or after `since` (every agent write stamps
-    updated_at)."""
-    stmt = select(_A).where(_A.c.updated_at >= since)
-    async with db.read("agents_changed_since") as conn:
-        return [agent_record(row) for row in await conn.execute(stmt)]
+async def agent_ids_changed_since(db: Database, since: datetime) -> list[str]:
+    """The agents whose row was written at or after `since` (every agent write stamps
+    updated_at): ids only, so a caller builds records only for the ones it needs."""
+    stmt = select(_A.c.agent_id).where(_A.c.updated_at >= since).order_by(_A.c.agent_id)
+    async with db.read("agent_ids_changed_since") as conn:
+        return [str(row.agent_id) for row in await conn.execute(stmt)]
 
 
 async def list_active_agents(db: Database) -> list[AgentRecord]:
@@ -219,7 +219,7 @@ def _underperformer(data: dict[str, Any]) -> UnderperformingAgent:
 
 
 __all__ = [
-    "agents_changed_since",
+    "agent_ids_changed_since",
     "check_status",
     "get_agents",
     "get_by_agent_id",

@@ -364,10 +364,10 @@ class RegistryService:
         per few hundred ids)."""
         return await agents.get_agents(self._db, agent_ids)
 
-    async def agents_changed_since(self, since: datetime) -> list[AgentRecord]:
-        """Agents whose row was written at or after `since` (registration, assignment,
-        outcomes, load confirmations and failures all stamp `updated_at`)."""
-        return await agents.agents_changed_since(self._db, since)
+    async def agent_ids_changed_since(self, since: datetime) -> list[str]:
+        """The agent_ids whose row was written at or after `since` (registration,
+        assignment, outcomes, load confirmations and failures all stamp `updated_at`)."""
+        return await agents.agent_ids_changed_since(self._db, since)
 
     async def current_assignments(self, agent_ids: Sequence[str]) -> dict[str, AssignmentRecord]:
         """The open assignments of these agents, by agent_id (bulk; agents without one are
