@@ -10,9 +10,9 @@ requests (the rest may still be on their way) it kills the operator,
 restarts it and waits until everything is converged: every Agent's status and ConfigMap show
 its behavior's current revision and sha256, every behavior's status its revision, each agent's
 assignment history has exactly the rows its changes made (none lost, none twice, one open row;
-deleted agents keep theirs and are `stopped`), deleted Agents are gone (they carry no finalizer), and
-every bundle ConfigMap is owned by its Agent (none orphaned). After the last kill it waits
---settle s and checks everything again.
+deleted agents keep theirs and are `stopped`), deleted Agents are gone (they carry no
+finalizer), and every bundle ConfigMap is owned by its Agent (none orphaned). After the last
+kill it waits --settle s and checks everything again.
 
 Usage: python tests/benchmarks/bench_crashes.py [--kills 20] [--agents 50] [--max-delay 1.5]
        [--seed 1] [--write-docs]

@@ -37,8 +37,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from agent_registry.kubeclient import KubeClient, KubeError
 from agent_registry.runtime.bundle import script_sha256
 
@@ -78,33 +76,22 @@ def say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-class BenchClient(KubeClient):
-    """The operator's async client plus a line-by-line watch."""
-
-    async def watch(
-        self, path: str, resource_version: str, on_event: Callable[[str, dict[str, Any]], None]
-    ) -> None:
-        """Forever (until cancelled): watch events of `path` from `resource_version` on."""
-        session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
-            connector=aiohttp.TCPConnector(ssl=self._ssl),
-        )
-        rv = resource_version
-        try:
-            while True:
-                params = {"watch": "1", "resourceVersion": rv, "timeoutSeconds": "600"}
-                async with session.get(
-                    self.server + path, params=params, headers=self._headers("application/json")
-                ) as response:
-                    async for line in response.content:
-                        event = json.loads(line)
-                        obj = event.get("object") or {}
-                        if event.get("type") == "ERROR":
-                            raise RuntimeError(f"watch {path}: {obj}")
-                        rv = obj.get("metadata", {}).get("resourceVersion", rv)
-                        on_event(str(event.get("type")), obj)
-        finally:
-            await session.close()
+async def follow(
+    client: KubeClient,
+    path: str,
+    resource_version: str,
+    on_event: Callable[[str, dict[str, Any]], None],
+) -> None:
+    """Forever (until cancelled): the watch events of `path` from `resource_version` on."""
+    version = resource_version
+    while True:
+        params = {"resourceVersion": version}
+        async for event in client.watch(path, params, timeout_seconds=600):
+            obj = event.get("object") or {}
+            if event.get("type") == "ERROR":
+                raise RuntimeError(f"watch {path}: {obj}")
+            version = obj.get("metadata", {}).get("resourceVersion", version)
+            on_event(str(event.get("type")), obj)
 
 
 @dataclass
@@ -115,13 +102,15 @@ class Fleet:
     reconciled: set[tuple[str, str]] = field(default_factory=set)
     # (namespace, configmap name) -> the sha256 its behavior.json carries
     shas: dict[tuple[str, str], str] = field(default_factory=dict)
+    # (namespace, agent name) -> the sha256 its status.behavior shows
+    status_shas: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def agent_names(self, namespace_index: int) -> list[str]:
         count = len(self.namespaces)
         return [f"agent-{i:05d}" for i in range(namespace_index, self.agents, count)]
 
 
-async def create_fleet(client: BenchClient, fleet: Fleet, concurrency: int) -> str:
+async def create_fleet(client: KubeClient, fleet: Fleet, concurrency: int) -> str:
     """Namespaces, behaviors and Agents; returns the resourceVersion to watch Agents from."""
     for namespace in fleet.namespaces:
         await client.request(
@@ -203,6 +192,7 @@ class Result:
     cold_cpu_s: float = 0.0
     fanout_s: float | None = None
     fanout_reached: int = 0
+    status_s: float | None = None
     idle_pct: float | None = None
     peak_rss_mb: float = 0.0
     settled_rss_mb: float = 0.0
@@ -250,7 +240,7 @@ async def run_one(args: argparse.Namespace, agents: int) -> Result:
     cluster = open_cluster(say=lambda m: say(f"[kube] {m}"), reuse_shared=False)
     workdir = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     proc: subprocess.Popen[bytes] | None = None
-    client = BenchClient.from_kubeconfig(cluster.kubeconfig)
+    client = KubeClient.from_kubeconfig(cluster.kubeconfig)
     watches: list[asyncio.Task[None]] = []
     try:
         cluster.kubectl("apply", "--server-side", "-f", str(CRDS))
@@ -271,8 +261,10 @@ async def run_one(args: argparse.Namespace, agents: int) -> Result:
         def on_agent(kind: str, obj: dict[str, Any]) -> None:
             meta = obj.get("metadata", {})
             key = (meta.get("namespace"), meta.get("name"))
-            if kind != "DELETED" and (obj.get("status") or {}).get("behavior"):
+            behavior = (obj.get("status") or {}).get("behavior")
+            if kind != "DELETED" and behavior:
                 fleet.reconciled.add(key)
+                fleet.status_shas[key] = behavior.get("sha256")
 
         def on_configmap(kind: str, obj: dict[str, Any]) -> None:
             meta = obj.get("metadata", {})
@@ -282,9 +274,11 @@ async def run_one(args: argparse.Namespace, agents: int) -> Result:
             fleet.shas[(meta.get("namespace"), meta.get("name"))] = json.loads(raw).get("sha256")
 
         watches.append(
-            asyncio.create_task(client.watch(f"{GROUP_PATH}/agents", agents_rv, on_agent))
+            asyncio.create_task(follow(client, f"{GROUP_PATH}/agents", agents_rv, on_agent))
         )
-        watches.append(asyncio.create_task(client.watch("/api/v1/configmaps", cm_rv, on_configmap)))
+        watches.append(
+            asyncio.create_task(follow(client, "/api/v1/configmaps", cm_rv, on_configmap))
+        )
 
         log = (workdir / "operator.log").open("wb")
         api_port, health_port = free_port(), free_port()
@@ -360,6 +354,17 @@ async def run_one(args: argparse.Namespace, agents: int) -> Result:
         done = await wait_until(fanned_out, args.timeout, proc)
         if args.profile:
             stop_profiler(profiler)
+        agent_keys = [
+            (ns, name) for i, ns in enumerate(namespaces) for name in fleet.agent_names(i)
+        ]
+        # Idle is measured once the status writes that trail the ConfigMaps are done too.
+        if await wait_until(
+            lambda: all(fleet.status_shas.get(key) == new_sha for key in agent_keys),
+            args.timeout,
+            proc,
+        ):
+            result.status_s = time.monotonic() - t1
+            say(f"status shows the new script everywhere: {result.status_s:.1f}s")
         result.fanout_reached = sum(1 for key in configmaps if fleet.shas.get(key) == new_sha)
         if done:
             result.fanout_s = time.monotonic() - t1
@@ -430,15 +435,17 @@ def render(results: list[Result], args: argparse.Namespace) -> str:
         "",
         "| Agents | create (s) | cold reconcile (s) | operator CPU during cold (s) "
         "| fan-out, 1 script edit per namespace -> every ConfigMap (s) "
+        "| -> every Agent's status (s) "
         f"| idle CPU, % of a core over {args.idle_seconds:.0f} s | peak RSS (MB) "
         "| settled RSS (MB) | load average before / after |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r.agents:,} | {r.create_s:.1f} | "
             f"{seconds(r.cold_s, r.cold_reached, r.agents, r.timeout_s)} | {r.cold_cpu_s:.0f} | "
             f"{seconds(r.fanout_s, r.fanout_reached, r.agents, r.timeout_s)} | "
+            f"{'-' if r.status_s is None else f'{r.status_s:.1f}'} | "
             f"{r.idle_pct:.1f} | {r.peak_rss_mb:.0f} | {r.settled_rss_mb:.0f} | "
             f"{r.load_before:.2f} / {r.load_after:.2f} |"
         )

@@ -382,15 +382,19 @@ def test_agents_deleted_while_no_operator_ran_are_recorded_at_the_next_start(
     operator.stop()
     kubectl("delete", "agent", "coder-1", "coder-2", "--timeout=15s")
     operator.start()
-    for name in ("coder-1", "coder-2"):
-        wait_for(
-            lambda name=name: (
-                registry_status(postgres_url, f"{kubectl.namespace}/{name}") == "stopped"
-            ),
-            timeout=60,
-            what=f"{name} stopped after the restart",
-            diagnose=diagnose(kubectl, operator),
+
+    def stopped() -> bool:
+        return all(
+            registry_status(postgres_url, f"{kubectl.namespace}/{name}") == "stopped"
+            for name in ("coder-1", "coder-2")
         )
+
+    wait_for(
+        stopped,
+        timeout=60,
+        what="both stopped after the restart",
+        diagnose=diagnose(kubectl, operator),
+    )
     assert registry_status(postgres_url, f"{kubectl.namespace}/coder-3") == "active"
 
 
