@@ -267,7 +267,7 @@ async def register_agents(
                 if agent_id not in existing
             ]
             if new:
-                await conn.execute(insert(_A).values(new))
+                await conn.execute(insert(_A), new)  # many parameter sets: compiled once
             for agent_id, status in existing.items():
                 if status == "stopped":
                     role, name = wanted[agent_id]

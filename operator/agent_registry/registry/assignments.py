@@ -96,11 +96,13 @@ def _deliver(db: Database, agent_id: str, refs: Sequence[ScriptRef], now: dateti
     )
 
 
-def _deliver_rows(db: Database, rows: Sequence[Mapping[str, Any]]) -> Any:
+def _deliver_rows(db: Database, rows: Sequence[Mapping[str, Any]] | None = None) -> Any:
     """`_deliver` for rows of any agents (agent_id, script_sha256, behavior_id, revision,
-    delivered_at)."""
+    delivered_at). Without `rows`, the statement to execute with many parameter sets: its
+    compiled form is cached, where a multi-row VALUES of a few thousand bound parameters is
+    compiled again on every call."""
     insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
-    stmt = insert(_R).values(list(rows))
+    stmt = insert(_R) if rows is None else insert(_R).values(list(rows))
     return stmt.on_conflict_do_update(
         index_elements=[_R.c.agent_id, _R.c.script_sha256],
         set_={"behavior_id": stmt.excluded.behavior_id, "revision": stmt.excluded.revision},
@@ -481,10 +483,11 @@ async def assign_many(
                 await conn.execute(_FOLD_MANY, folds)
             if closes:
                 await conn.execute(_CLOSE_MANY, closes)
+            # Executed with many parameter sets (not multi-row VALUES): compiled once, cached.
             if delivers:
-                await conn.execute(_deliver_rows(db, delivers))
+                await conn.execute(_deliver_rows(db), delivers)
             if inserts:
-                await conn.execute(insert(_S).values(inserts))
+                await conn.execute(insert(_S), inserts)
                 await conn.execute(_AGENT_ASSIGNED_MANY, [{**u, "b_now": now} for u in updates])
                 new_ids = [i["id"] for i in inserts]
                 for row in await conn.execute(select(_S).where(_S.c.id.in_(new_ids))):
