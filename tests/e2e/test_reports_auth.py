@@ -201,7 +201,14 @@ def test_runtime_with_a_token_request_token_confirms_and_reports(
     assert record.tasks_completed >= status["stats"]["tasksCompleted"]
     assert record.cycles_completed > 0
     assert metric(operator, 'reports_ingested_total{result="accepted"}') > 0
-    assert metric(operator, "outcomes_ingested_total") >= record.tasks_completed
+    # The counter moves once the whole report is handled (after its load confirmation), so a
+    # report in flight may be in the record and not yet in the counter.
+    wait_for(
+        lambda: metric(operator, "outcomes_ingested_total") >= record.tasks_completed,
+        timeout=15,
+        what="outcomes_ingested_total caught up with the registry",
+        diagnose=explain_all,
+    )
     assert metric(operator, "reload_latency_seconds_count") == 1
 
 
