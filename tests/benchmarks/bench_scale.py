@@ -352,6 +352,7 @@ async def run_one(args: argparse.Namespace, agents: int) -> Result:
             return all(fleet.shas.get(key) == new_sha for key in configmaps)
 
         done = await wait_until(fanned_out, args.timeout, proc)
+        fanned_at = time.monotonic()
         if args.profile:
             stop_profiler(profiler)
         agent_keys = [
@@ -367,7 +368,7 @@ async def run_one(args: argparse.Namespace, agents: int) -> Result:
             say(f"status shows the new script everywhere: {result.status_s:.1f}s")
         result.fanout_reached = sum(1 for key in configmaps if fleet.shas.get(key) == new_sha)
         if done:
-            result.fanout_s = time.monotonic() - t1
+            result.fanout_s = fanned_at - t1
             say(f"fan-out: {result.fanout_s:.1f}s")
         else:
             say(f"fan-out: {result.fanout_reached} of {agents} after {args.timeout:.0f}s")

@@ -224,7 +224,11 @@ class FleetReconciler:
                     await self._wake.wait()
                     await asyncio.sleep(self.linger)  # let a burst of events gather
                     keys = self._take()
-                task = asyncio.create_task(self._batch(keys, slots))
+                # Taken off the queue now, before the next _take (the task starts later).
+                batch = [self.pending.pop(key) for key in keys]
+                waiters = {key: self.waiters.pop(key, []) for key in keys}
+                self.in_flight.update(keys)
+                task = asyncio.create_task(self._batch(batch, waiters, slots))
                 running.add(task)
                 task.add_done_callback(running.discard)
         finally:
@@ -243,12 +247,16 @@ class FleetReconciler:
                     break
         return keys
 
-    async def _batch(self, keys: list[Key], slots: asyncio.Semaphore) -> None:
-        batch = [self.pending.pop(key) for key in keys]
-        waiters = {key: self.waiters.pop(key, []) for key in keys}
-        started = time.monotonic()
-        self.in_flight.update(keys)
+    async def _batch(
+        self,
+        batch: list[ObjectState],
+        waiters: dict[Key, list[asyncio.Future[None]]],
+        slots: asyncio.Semaphore,
+    ) -> None:
+        """Reconcile a batch taken off the queue (its agents are in `in_flight`)."""
+        keys = [key_of(state) for state in batch]
         try:
+            started = time.monotonic()
             try:
                 errors = await self.reconcile_batch(batch)
             except Exception as exc:  # the bulk reads failed: the whole batch retries
