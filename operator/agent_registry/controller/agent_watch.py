@@ -114,9 +114,13 @@ class AgentWatch:
                 delay = 1.0
             except (KubeUnavailable, KubeError) as exc:
                 logger.warning(f"watching Agents ({namespace or 'all namespaces'}): {exc}")
-                await asyncio.sleep(delay)
-                delay = min(30.0, delay * 2)
-                version = None  # list again: events may have been lost
+            except Exception:  # anything else (an undecodable event): never stop watching
+                logger.exception(f"watching Agents ({namespace or 'all namespaces'})")
+            else:
+                continue
+            await asyncio.sleep(delay)
+            delay = min(30.0, delay * 2)
+            version = None  # list again: events may have been lost
 
     async def _list(self, namespace: str | None) -> str:
         params = {"limit": str(self.page_size)}
@@ -220,6 +224,14 @@ class AgentWatch:
                 await self._record_deletion(key)
             except RegistryUnavailable as exc:
                 logger.warning(f"Agent {key[0]}/{key[1]} deleted; registry unavailable: {exc}")
+                await asyncio.sleep(self.retry_delay)
+                continue
+            except Exception:
+                # Not the database being away: retried after the others, not ahead of them.
+                logger.exception(f"recording the deletion of Agent {key[0]}/{key[1]}")
+                if key in self.unregister:
+                    del self.unregister[key]
+                    self.unregister[key] = None  # to the end of the queue
                 await asyncio.sleep(self.retry_delay)
                 continue
             self.unregister.pop(key, None)
