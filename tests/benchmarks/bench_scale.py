@@ -182,6 +182,39 @@ class Sampler:
         return 0.0
 
 
+def control_plane_cpu(pids: dict[str, int]) -> float:
+    """etcd's and kube-apiserver's CPU seconds so far (0 when not started here)."""
+    return sum(Sampler(pid).cpu_seconds() for pid in pids.values())
+
+
+def api_requests(kubectl: Callable[..., Any]) -> dict[str, int]:
+    """The apiserver's request counters by verb and resource (watches left out), from its
+    /metrics: what the operator asked of it, whoever's client made the call."""
+    text = kubectl("get", "--raw", "/metrics").stdout
+    counts: dict[str, int] = {}
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels_text, _, value = line.rpartition(" ")
+        labels = dict(
+            part.split("=", 1)
+            for part in labels_text[len("apiserver_request_total{") : -1].split(",")
+        )
+        verb = labels.get("verb", "").strip('"')
+        if verb == "WATCH":
+            continue
+        resource = labels.get("resource", "").strip('"')
+        sub = labels.get("subresource", "").strip('"')
+        key = f"{verb} {resource}{'/' + sub if sub else ''}"
+        counts[key] = counts.get(key, 0) + int(float(value))
+    return counts
+
+
+def request_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    delta = {key: after[key] - before.get(key, 0) for key in after}
+    return dict(sorted(((k, v) for k, v in delta.items() if v > 0), key=lambda kv: -kv[1]))
+
+
 @dataclass
 class Result:
     agents: int
@@ -192,6 +225,9 @@ class Result:
     cold_cpu_s: float = 0.0
     fanout_s: float | None = None
     fanout_reached: int = 0
+    fanout_cpu_s: float = 0.0
+    fanout_control_plane_cpu_s: float = 0.0
+    fanout_requests: dict[str, int] = field(default_factory=dict)
     status_s: float | None = None
     idle_pct: float | None = None
     peak_rss_mb: float = 0.0
@@ -335,6 +371,9 @@ async def run_one(args: argparse.Namespace, agents: int) -> Result:
         }
         if args.profile:
             profiler = start_profiler(proc.pid, f"{args.profile}.fanout")
+        requests_before = await asyncio.to_thread(api_requests, cluster.kubectl)
+        cpu_before = sampler.cpu_seconds()
+        control_plane_before = control_plane_cpu(cluster.process_ids)
         t1 = time.monotonic()
         await asyncio.gather(
             *(
@@ -353,6 +392,17 @@ async def run_one(args: argparse.Namespace, agents: int) -> Result:
 
         done = await wait_until(fanned_out, args.timeout, proc)
         fanned_at = time.monotonic()
+        result.fanout_cpu_s = sampler.cpu_seconds() - cpu_before
+        result.fanout_control_plane_cpu_s = (
+            control_plane_cpu(cluster.process_ids) - control_plane_before
+        )
+        result.fanout_requests = request_delta(
+            requests_before, await asyncio.to_thread(api_requests, cluster.kubectl)
+        )
+        say(
+            f"during the fan-out: operator CPU {result.fanout_cpu_s:.1f}s, control plane CPU "
+            f"{result.fanout_control_plane_cpu_s:.1f}s, API requests {result.fanout_requests}"
+        )
         if args.profile:
             stop_profiler(profiler)
         agent_keys = [
@@ -436,16 +486,18 @@ def render(results: list[Result], args: argparse.Namespace) -> str:
         "",
         "| Agents | create (s) | cold reconcile (s) | operator CPU during cold (s) "
         "| fan-out, 1 script edit per namespace -> every ConfigMap (s) "
+        "| operator / control plane CPU during the fan-out (s) "
         "| -> every Agent's status (s) "
         f"| idle CPU, % of a core over {args.idle_seconds:.0f} s | peak RSS (MB) "
         "| settled RSS (MB) | load average before / after |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r.agents:,} | {r.create_s:.1f} | "
             f"{seconds(r.cold_s, r.cold_reached, r.agents, r.timeout_s)} | {r.cold_cpu_s:.0f} | "
             f"{seconds(r.fanout_s, r.fanout_reached, r.agents, r.timeout_s)} | "
+            f"{r.fanout_cpu_s:.0f} / {r.fanout_control_plane_cpu_s:.0f} | "
             f"{'-' if r.status_s is None else f'{r.status_s:.1f}'} | "
             f"{r.idle_pct:.1f} | {r.peak_rss_mb:.0f} | {r.settled_rss_mb:.0f} | "
             f"{r.load_before:.2f} / {r.load_after:.2f} |"
@@ -460,6 +512,9 @@ def render(results: list[Result], args: argparse.Namespace) -> str:
         ]
     for r in results:
         lines += [f"- {r.agents:,} Agents: {note}." for note in r.notes]
+        if r.fanout_requests:
+            shown = ", ".join(f"{key} {count:,}" for key, count in r.fanout_requests.items())
+            lines.append(f"- {r.agents:,} Agents: API requests during the fan-out: {shown}.")
     return "\n".join(lines)
 
 

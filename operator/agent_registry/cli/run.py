@@ -113,7 +113,8 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./agent-registry.db"
     type=click.FloatRange(min=0),
     default=200.0,
     show_default=True,
-    help="Status patches per second, all objects together (0: no limit).",
+    help="Status patches per second, all objects together (0: no limit); a tenth of it for "
+    "status updates while Agents' ConfigMaps are still being applied.",
 )
 @click.option(
     "--configmap-resync",

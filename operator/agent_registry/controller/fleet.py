@@ -15,7 +15,8 @@ takes up to `batch_size` of them at a time, two batches at once:
   at a time a batch of 500 made about 30 transactions, most of a fan-out's time on SQLite), and
   the Kubernetes client's connection pool (100 connections) bounds the API calls;
 - the resulting status handed to the StatusSink, which writes every object's status at most
-  `status_qps` per second fleet-wide (latest status per object wins while it waits).
+  `status_qps` per second fleet-wide (latest status per object wins while it waits), and
+  yields to the ConfigMaps while the reconciler is busy (see StatusSink).
 
 What needs a reconcile: an agent not reconciled yet by this process (so every agent once at
 startup, as kopf's resume did), one whose generation or user annotations changed since its last
@@ -30,7 +31,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from agent_registry.controller import rendering
@@ -79,21 +80,46 @@ class StatusSink:
     """Status patches of the reconciler, written by a few writers at a fleet-wide rate.
 
     `put` never waits: the newest changes of an object replace (merge over) what still waits
-    for it, so a burst of 10,000 reconciles is at most one patch per object."""
+    for it, so a burst of 10,000 reconciles is at most one patch per object.
 
-    def __init__(self, ctx: OperatorContext, limiter: RateLimiter, *, writers: int = 16) -> None:
+    Status yields to ConfigMaps. While the reconciler has agents queued or in flight (`busy`),
+    a patch of an agent whose status already names a behavior waits for `held`, a slower
+    limiter (a tenth of the rate by default), so the ConfigMaps of a fan-out, which are what
+    the pods run, get the apiserver first. Here a status patch of an Agent costs the apiserver
+    about three times the CPU of a ConfigMap apply (7-8 ms against 2-3 ms, docs/benchmarks.md),
+    and with both at full speed a script edit took 45-48 s to reach 10,000 ConfigMaps instead
+    of the 30 s wanted. A first status (no `status.behavior` yet) is never held back: a new
+    agent's status is as new as its ConfigMap. The slower rate, rather than none, keeps a
+    reconciler that is never idle from starving the status."""
+
+    def __init__(
+        self,
+        ctx: OperatorContext,
+        limiter: RateLimiter,
+        *,
+        writers: int = 16,
+        held: RateLimiter | None = None,
+    ) -> None:
         self.ctx = ctx
         self.limiter = limiter
+        self.held = held or RateLimiter(limiter.rate / 10, 1.0)
         self.writers = writers
         self.pending: dict[Key, tuple[ObjectState, dict[str, Any]]] = {}
+        self.first: dict[Key, None] = {}  # the pending keys whose status is their first
+        self.busy: Callable[[], bool] = lambda: False  # set by the FleetReconciler
         self._wake = asyncio.Event()
         self.written = 0
+        self.held_back = 0
 
     def put(self, state: ObjectState, changes: dict[str, Any]) -> None:
         key = key_of(state)
         waiting = self.pending.get(key)
         merged = {**waiting[1], **changes} if waiting is not None else changes
         self.pending[key] = (state, merged)
+        if state.status.get("behavior"):
+            self.first.pop(key, None)
+        else:
+            self.first[key] = None
         self._wake.set()
 
     def idle(self) -> bool:
@@ -102,14 +128,28 @@ class StatusSink:
     async def run(self) -> None:
         await asyncio.gather(*(self._writer() for _ in range(self.writers)))
 
+    def _next(self) -> Key | None:
+        """The next object to write: first statuses before updates."""
+        for waiting in (self.first, self.pending):
+            for key in waiting:
+                return key
+        return None
+
     async def _writer(self) -> None:
         while True:
-            if not self.pending:
+            key = self._next()
+            if key is None:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            key = next(iter(self.pending))
+            if key not in self.first and self.busy():
+                self.held_back += 1
+                await self.held.acquire()
+                key = self._next()  # meanwhile a first status may have come, or nothing is left
+                if key is None:
+                    continue
             state, changes = self.pending.pop(key)
+            self.first.pop(key, None)
             await self.limiter.acquire()
             try:
                 await self.ctx.kube.patch_status(
@@ -119,7 +159,7 @@ class StatusSink:
             except KubeUnavailable as exc:
                 logger.warning(f"status of Agent {state.namespace}/{state.name}: {exc}; retrying")
                 if key not in self.pending:
-                    self.pending[key] = (state, changes)
+                    self.put(state, changes)
                 await asyncio.sleep(1.0)
             except KubeError as exc:
                 logger.warning(f"status of Agent {state.namespace}/{state.name}: {exc}")
@@ -152,6 +192,7 @@ class FleetReconciler:
         self._wake = asyncio.Event()
         self.batches = 0
         self.can_list_deployments = True
+        sink.busy = self.reconciling
 
     # -- the queue ------------------------------------------------------------------------
 
@@ -200,8 +241,12 @@ class FleetReconciler:
             if isinstance(result, BaseException):
                 raise result
 
+    def reconciling(self) -> bool:
+        """Agents are queued or in flight: their ConfigMaps are still to be applied."""
+        return bool(self.pending or self.in_flight)
+
     def idle(self) -> bool:
-        return not self.pending and not self.in_flight and self.sink.idle()
+        return not self.reconciling() and self.sink.idle()
 
     def busy_with(self, key: Key) -> bool:
         """The agent is queued, being reconciled, or its status patch waits: the status

@@ -66,6 +66,14 @@ class KubeCluster:
     def started_here(self) -> bool:
         return self.origin == "private" and self._state is not None
 
+    @property
+    def process_ids(self) -> dict[str, int]:
+        """etcd's and kube-apiserver's pids when this object started them (benchmarks read
+        their CPU time); empty for a shared or an explicit cluster."""
+        if not self.started_here or self._state is None:
+            return {}
+        return {record.name: record.pid for record in self._state.processes}
+
     def stop(self) -> None:
         """Stops the control plane if (and only if) this object started it. Idempotent."""
         if self._layout is None or self._state is None or self.origin != "private":
