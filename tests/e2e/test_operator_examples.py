@@ -78,6 +78,17 @@ def converged(kubectl: Kubectl) -> bool:
     return True
 
 
+def apply_examples_converged(kubectl: Kubectl, operator: OperatorProcess) -> None:
+    """The examples applied, and every Agent converged on them."""
+    apply_examples(kubectl)
+    wait_for(
+        lambda: converged(kubectl),
+        timeout=90,
+        what="examples converged",
+        diagnose=diagnose(kubectl, operator),
+    )
+
+
 def printed_table(kubectl: Kubectl, kind: str) -> list[list[str]]:
     lines = kubectl("get", kind).strip().splitlines()
     return [line.split() for line in lines]

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from e2e.conftest import EXAMPLES_DIR, Kubectl, OperatorFactory, diagnose, wait_for
-from e2e.test_operator_examples import converged
+from e2e.conftest import Kubectl, OperatorFactory, diagnose, wait_for
+from e2e.test_operator_examples import apply_examples_converged
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kube, pytest.mark.postgres]
 
@@ -142,13 +142,7 @@ def test_operator_runs_with_exactly_the_documented_rbac(
         operator.env["KUBECONFIG"] = kubeconfig
         operator.start()
 
-        kubectl("apply", "-f", str(EXAMPLES_DIR))
-        wait_for(
-            lambda: converged(kubectl),
-            timeout=90,
-            what="examples converged",
-            diagnose=diagnose(kubectl, operator),
-        )
+        apply_examples_converged(kubectl, operator)
         # The Lease was taken with these rules alone (the controller runs only in the leader).
         assert "became the leader" in operator.log_path.read_text()
         body = kubectl.get("agentbehavior", "quick")

@@ -16,14 +16,19 @@ from e2e.conftest import (
     EXAMPLES_DIR,
     Kubectl,
     OperatorFactory,
-    OperatorProcess,
     condition_is,
     diagnose,
     wait_for,
 )
 from e2e.crash_loop import converge, crash_round, problems, setup
 from e2e.report_load import ReportLoad, deploy_agents, discrepancies, registry_counts
-from e2e.test_operator_examples import AGENTS, BEHAVIORS, converged, history
+from e2e.test_operator_examples import (
+    AGENTS,
+    BEHAVIORS,
+    apply_examples_converged,
+    converged,
+    history,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kube, pytest.mark.postgres]
 
@@ -40,17 +45,6 @@ def registry_status(database_url: str, agent_id: str) -> str:
             await registry.close()
 
     return asyncio.run(read())
-
-
-def apply_examples(kubectl: Kubectl, operator: OperatorProcess) -> None:
-    """The examples applied, and every Agent converged on them."""
-    kubectl("apply", "-f", str(EXAMPLES_DIR))
-    wait_for(
-        lambda: converged(kubectl),
-        timeout=90,
-        what="examples converged",
-        diagnose=diagnose(kubectl, operator),
-    )
 
 
 def configmap_revision(kubectl: Kubectl, agent: str) -> int | None:
@@ -163,7 +157,7 @@ def test_database_outage_is_retried_and_recovered(
     postgres_server: Any,
 ) -> None:
     operator = operator_factory(postgres_url)
-    apply_examples(kubectl, operator)
+    apply_examples_converged(kubectl, operator)
 
     postgres_server.stop()
     try:
@@ -268,7 +262,7 @@ def test_agent_deletion_marks_it_stopped_and_keeps_history(
     kubectl: Kubectl, operator_factory: OperatorFactory, postgres_url: str
 ) -> None:
     operator = operator_factory(postgres_url)
-    apply_examples(kubectl, operator)
+    apply_examples_converged(kubectl, operator)
     kubectl("delete", "agent", "coder-1", "--timeout=30s")
     assert kubectl.get("agent", "coder-1") is None
 
@@ -303,7 +297,7 @@ def test_paused_agent_is_paused_in_registry_and_scaled_to_zero(
     kubectl: Kubectl, operator_factory: OperatorFactory, postgres_url: str
 ) -> None:
     operator = operator_factory(postgres_url)
-    apply_examples(kubectl, operator)
+    apply_examples_converged(kubectl, operator)
     kubectl("patch", "agent", "coder-3", "--type=merge", "-p", '{"spec": {"paused": true}}')
 
     def paused() -> bool:
@@ -334,7 +328,7 @@ def test_deletion_never_waits_for_the_database_and_is_recorded_once_it_is_back(
     """Agents carry no finalizer: deleting one while the database is down is immediate, and
     the operator records it (stopped, history kept) when the database returns."""
     operator = operator_factory(postgres_url)
-    apply_examples(kubectl, operator)
+    apply_examples_converged(kubectl, operator)
     agent = kubectl.get("agent", "coder-1")
     assert agent is not None
     assert not agent["metadata"].get("finalizers"), "Agents carry no finalizer"
@@ -360,7 +354,7 @@ def test_agents_deleted_while_no_operator_ran_are_recorded_at_the_next_start(
 ) -> None:
     """The start's list is compared with the registry's live agents of the operator."""
     operator = operator_factory(postgres_url)
-    apply_examples(kubectl, operator)
+    apply_examples_converged(kubectl, operator)
     operator.stop()
     kubectl("delete", "agent", "coder-1", "coder-2", "--timeout=15s")
     operator.start()
@@ -414,7 +408,7 @@ def test_a_configmap_deleted_or_edited_by_hand_is_applied_again(
     """The operator skips applies of ConfigMaps it applied unchanged; its resync (here every
     second) finds the ones changed behind its back."""
     operator = operator_factory(postgres_url, extra=("--configmap-resync", "1"))
-    apply_examples(kubectl, operator)
+    apply_examples_converged(kubectl, operator)
     original = kubectl.get("configmap", "coder-1-behavior")
     assert original is not None
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agent_registry.controller.agent_watch import AgentWatch
     from agent_registry.controller.fleet import FleetReconciler
     from agent_registry.controller.indexes import AgentIndex
     from agent_registry.controller.kubeapi import Kube
@@ -91,10 +90,8 @@ class OperatorContext:
     indexes: Indexes | None = None
     # The Agents as last seen (kept by controller/agent_watch.py's list and watch).
     agent_index: AgentIndex = field(default_factory=lambda: _agent_index())
-    # The batch reconciler of Agents, the watch feeding it and the fleet-wide limits (set up
-    # at startup).
+    # The batch reconciler of Agents and the fleet-wide limits (set up at startup).
     fleet: FleetReconciler | None = None
-    agent_watch: AgentWatch | None = None
     status_limiter: RateLimiter | None = None
     event_limiter: RateLimiter | None = None
     # (namespace, agent) -> digest of the ConfigMap this process last applied for it.

@@ -129,8 +129,8 @@ async def startup(
     if config.api_listen and shared is None:
         ctx.tasks.append(await start_api(ctx, config.api_listen))
     ctx.tasks.append(asyncio.create_task(run_fleet(ctx, ctx.fleet, sink), name="fleet"))
-    ctx.agent_watch = AgentWatch(ctx, config.namespaces or None)
-    ctx.tasks.append(asyncio.create_task(ctx.agent_watch.run(), name="agents"))
+    agent_watch = AgentWatch(ctx, config.namespaces or None)
+    ctx.tasks.append(asyncio.create_task(agent_watch.run(), name="agents"))
     ctx.tasks.append(
         asyncio.create_task(
             run_configmap_resync(ctx, config.configmap_resync), name="configmap-resync"
