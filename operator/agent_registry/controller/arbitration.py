@@ -17,7 +17,7 @@ from typing import Any
 
 from agent_registry.controller import rendering
 from agent_registry.controller.conditions import Cond
-from agent_registry.controller.context import ASSIGNED_BY, OperatorContext
+from agent_registry.controller.context import ASSIGNED_BY, AppliedConfigMap, OperatorContext
 from agent_registry.controller.drift import data_digest
 from agent_registry.controller.indexes import (
     PIN_ANNOTATION,
@@ -415,10 +415,10 @@ async def apply_decision(
         json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
     ).digest()
     key = (agent.namespace, agent.name)
-    if ctx.applied_configmaps.get(key) != digest:
+    applied = ctx.applied_configmaps.get(key)
+    if applied is None or applied.manifest != digest:
         await ctx.kube.apply(manifest)
-        ctx.applied_configmaps[key] = digest
-        ctx.applied_data[key] = data_digest(manifest.get("data"))
+        ctx.applied_configmaps[key] = AppliedConfigMap(digest, data_digest(manifest.get("data")))
     return Applied(changed, assignment)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from agent_registry.controller.fleet import FleetReconciler
@@ -81,6 +81,16 @@ class Indexes:
     experiment_states: IndexMap = field(default_factory=dict)
 
 
+class AppliedConfigMap(NamedTuple):
+    """Digests of a ConfigMap as this process applied it."""
+
+    # The whole rendered manifest: the same one again is not applied (arbitration.py).
+    manifest: bytes
+    # Its data, compared with the live one by controller/drift.py (a ConfigMap deleted or
+    # edited by hand is applied again).
+    data: bytes
+
+
 @dataclass
 class OperatorContext:
     config: OperatorConfig
@@ -94,11 +104,8 @@ class OperatorContext:
     fleet: FleetReconciler | None = None
     status_limiter: RateLimiter | None = None
     event_limiter: RateLimiter | None = None
-    # (namespace, agent) -> digest of the ConfigMap this process last applied for it.
-    applied_configmaps: dict[tuple[str, str], bytes] = field(default_factory=dict)
-    # (namespace, agent) -> digest of that ConfigMap's data, compared with the live one by
-    # controller/drift.py (a ConfigMap deleted or edited by hand is applied again).
-    applied_data: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    # (namespace, agent) -> the ConfigMap this process last applied for it.
+    applied_configmaps: dict[tuple[str, str], AppliedConfigMap] = field(default_factory=dict)
     # Background tasks started at startup (the status loop, the API server), stopped at cleanup.
     tasks: list[Any] = field(default_factory=list)
     # One lock per agent: its own handler and its behavior's handler may both sync it at once

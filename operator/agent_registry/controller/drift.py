@@ -44,7 +44,7 @@ def drifted(applied: Mapping[Key, bytes], live: Mapping[Key, bytes]) -> list[Key
 async def check_once(ctx: OperatorContext) -> list[Key]:
     """One pass: list, compare, hand the drifted Agents back to the reconciler."""
     by_namespace: dict[str, list[Key]] = defaultdict(list)
-    for key in ctx.applied_data:
+    for key in ctx.applied_configmaps:
         by_namespace[key[0]].append(key)
     found: list[Key] = []
     for namespace, keys in by_namespace.items():
@@ -58,7 +58,7 @@ async def check_once(ctx: OperatorContext) -> list[Key]:
             if owner is not None:
                 live[owner] = data_digest(item.get("data"))
         # Only what this process applied (and still means to): read after the awaits.
-        applied = {k: ctx.applied_data[k] for k in keys if k in ctx.applied_data}
+        applied = {k: ctx.applied_configmaps[k].data for k in keys if k in ctx.applied_configmaps}
         found.extend(drifted(applied, live))
     if ctx.fleet is not None:
         for key in found:

@@ -212,14 +212,12 @@ class FleetReconciler:
         """Reconcile this agent again, its ConfigMap applied even if unchanged here (it was
         deleted or edited outside the operator: controller/drift.py)."""
         self.ctx.applied_configmaps.pop(key, None)
-        self.ctx.applied_data.pop(key, None)
         self.reconciled.pop(key, None)
         self._again(key)
 
     def forget(self, key: Key) -> None:
         """A deleted agent: nothing more to reconcile (the Agent watch records the deletion)."""
         self.ctx.applied_configmaps.pop(key, None)
-        self.ctx.applied_data.pop(key, None)
         self.pending.pop(key, None)
         self.reconciled.pop(key, None)
         self.failures.pop(key, None)
