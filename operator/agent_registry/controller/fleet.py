@@ -86,7 +86,7 @@ class StatusSink:
     a patch of an agent whose status already names a behavior waits for `held`, a slower
     limiter (a tenth of the rate by default), so the ConfigMaps of a fan-out, which are what
     the pods run, get the apiserver first. Here a status patch of an Agent costs the apiserver
-    about three times the CPU of a ConfigMap apply (7-8 ms against 2-3 ms, docs/benchmarks.md),
+    about three times the CPU of a ConfigMap apply (5-8 ms against 2-3 ms, docs/benchmarks.md),
     and with both at full speed a script edit took 45-48 s to reach 10,000 ConfigMaps instead
     of the 30 s wanted. A first status (no `status.behavior` yet) is never held back: a new
     agent's status is as new as its ConfigMap. The slower rate, rather than none, keeps a
