@@ -78,7 +78,7 @@ def test_upgrade_downgrade_upgrade(empty_url: str) -> None:
     assert _tables(empty_url) == set()
     migrate(empty_url)
     assert _tables(empty_url) == TABLES
-    assert current_revision(empty_url) == "0005"
+    assert current_revision(empty_url) == "0006"
     downgrade(empty_url, "base")
     assert _tables(empty_url) == set()
     assert current_revision(empty_url) is None
@@ -114,7 +114,7 @@ def test_cli_upgrade_and_downgrade(empty_url: str) -> None:
     runner = CliRunner()
     result = runner.invoke(migrate_command, ["--database-url", empty_url])
     assert result.exit_code == 0, result.output
-    assert "at revision 0005" in result.output
+    assert "at revision 0006" in result.output
     assert _tables(empty_url) == TABLES
     result = runner.invoke(migrate_command, ["--database-url", empty_url, "--downgrade", "base"])
     assert result.exit_code == 0, result.output

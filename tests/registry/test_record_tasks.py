@@ -4,6 +4,7 @@ counts for: test_attribution.py.)"""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -15,6 +16,7 @@ from agent_registry.registry import (
     RegistryService,
     UnknownStatsField,
 )
+from agent_registry.registry.retention import prune_processed_batches
 from agent_registry.reports import TaskOutcome
 
 GOOD = "function on_task(t, ctx) return {accept = true, effort = 1} end"
@@ -115,6 +117,39 @@ async def test_a_batch_id_counts_once_even_for_another_agent(registry: RegistryS
     assert (await registry.record_tasks("ns/a", [(True, 1.0)], batch_id=batch)).recorded == 1
     assert (await registry.record_tasks("ns/b", [(True, 1.0)], batch_id=batch)).duplicate
     assert (await registry.get_by_agent_id("ns/b")).tasks_completed == 0
+
+
+async def test_pruned_batch_records_are_forgotten_and_kept_ones_still_count_once(
+    registry: RegistryService,
+) -> None:
+    await assigned(registry, "ns/a")
+    old = [uuid.uuid4() for _ in range(3)]
+    for batch in old:
+        assert (await registry.record_tasks("ns/a", [(True, 1.0)], batch_id=batch)).recorded == 1
+    await asyncio.sleep(0.01)
+    cutoff = datetime.now(UTC)
+    await asyncio.sleep(0.01)
+    recent = uuid.uuid4()
+    assert (await registry.record_tasks("ns/a", [(True, 1.0)], batch_id=recent)).recorded == 1
+
+    assert await registry.prune_report_batches(cutoff) == 3
+    assert await registry.prune_report_batches(cutoff) == 0
+    assert (await registry.record_tasks("ns/a", [(True, 1.0)], batch_id=recent)).duplicate
+    # A forgotten id counts again: why the retention must outlast every runtime's retries.
+    assert (await registry.record_tasks("ns/a", [(True, 1.0)], batch_id=old[0])).recorded == 1
+    assert (await registry.get_by_agent_id("ns/a")).tasks_completed == 5
+
+
+async def test_pruning_goes_in_chunks_until_nothing_old_is_left(
+    registry: RegistryService,
+) -> None:
+    await assigned(registry, "ns/a")
+    for _ in range(5):
+        await registry.record_tasks("ns/a", [(True, 1.0)], batch_id=uuid.uuid4())
+    later = datetime.now(UTC) + timedelta(seconds=1)
+    db = registry._db  # the chunk size is not part of the service's API
+    assert await prune_processed_batches(db, later, chunk=2) == 5
+    assert await prune_processed_batches(db, later, chunk=2) == 0
 
 
 async def test_update_stats(registry: RegistryService) -> None:

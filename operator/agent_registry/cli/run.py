@@ -125,6 +125,15 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./agent-registry.db"
     "applied (one list per namespace; deleted or edited ones are applied again).",
 )
 @click.option(
+    "--report-batch-retention",
+    type=click.FloatRange(min=0),
+    default=7 * 86400.0,
+    show_default=True,
+    help="Seconds a report batch id is remembered, so that a retried batch counts once "
+    "(7 days; must outlast any runtime's retries; 0: forever, the table then grows by one row "
+    "per report).",
+)
+@click.option(
     "--event-qps",
     type=click.FloatRange(min=0),
     default=20.0,
@@ -228,6 +237,7 @@ def command(
     rollout_interval: float,
     status_qps: float,
     configmap_resync: float,
+    report_batch_retention: float,
     event_qps: float,
     reconcile_batch: int,
     delete_timeout: float,
@@ -279,6 +289,7 @@ def command(
         rollout_interval=rollout_interval,
         status_qps=status_qps,
         configmap_resync=configmap_resync,
+        report_batch_retention=report_batch_retention,
         event_qps=event_qps,
         batch_size=reconcile_batch,
         delete_timeout=delete_timeout,

@@ -64,6 +64,8 @@ class OperatorConfig:
     status_resync: float = 300.0
     # Seconds between two checks of the applied ConfigMaps against the live ones (drift.py).
     configmap_resync: float = 300.0
+    # Seconds a report batch id is remembered (a retry within counts once; 0: forever).
+    report_batch_retention: float = 7 * 86400.0
 
 
 # (namespace, name) -> the index's store of values (kopf.Index is such a mapping).

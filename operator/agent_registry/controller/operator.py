@@ -23,6 +23,7 @@ from agent_registry.controller import (
     webhook,
 )
 from agent_registry.controller.agent_watch import AgentWatch
+from agent_registry.controller.batch_retention import run_batch_retention
 from agent_registry.controller.context import (
     FINALIZER,
     Indexes,
@@ -138,6 +139,11 @@ async def startup(
     )
     ctx.tasks.append(
         asyncio.create_task(run_status_loop(ctx, agent_states, behavior_states), name="status")
+    )
+    ctx.tasks.append(
+        asyncio.create_task(
+            run_batch_retention(registry, config.report_batch_retention), name="batch-retention"
+        )
     )
 
 

@@ -15,7 +15,8 @@ The seed's tables and indexes are kept. What changed, and why:
   every script a behavior ever had stays in `agent_behavior_revisions`, and an assignment
   records the revision and sha256 it assigned, so history says exactly which script ran.
 - At most one open assignment per agent (a partial unique index), which the hot path uses.
-- `processed_report_batches` makes reports idempotent: a batch id is counted once, ever.
+- `processed_report_batches` makes reports idempotent: a batch id is counted once within the
+  retention (`--report-batch-retention`, 7 days; registry/retention.py prunes older ones).
 - Attribution (migrations 0003, 0004): every outcome counts for the script that ran it.
   `agent_revision_stats` has one row per (agent, script sha256) the registry delivered to
   that agent (assign_behavior, allow_scripts); rows are never deleted, so "delivered" is
@@ -281,10 +282,14 @@ class AgentRevisionStats(Base):
 
 
 class ProcessedBatch(Base):
-    """One row per report batch ever counted: the idempotency record."""
+    """One row per report batch counted: the idempotency record, kept for the retention
+    (registry/retention.py)."""
 
     __tablename__ = "processed_report_batches"
-    __table_args__ = (Index("processed_report_batches_agent_id_index", "agent_id"),)
+    __table_args__ = (
+        Index("processed_report_batches_agent_id_index", "agent_id"),
+        Index("processed_report_batches_processed_at_index", "processed_at"),
+    )
 
     batch_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     agent_id: Mapped[str] = mapped_column(String(512), nullable=False)

@@ -6,8 +6,8 @@ errors of agent_registry.registry.errors.
 
 The methods are thin: each concern is implemented in its own module, as functions of the
 service's Database (transactions.py): agents.py, behaviors.py, assignments.py,
-ingestion.py (task outcomes, stats, loaded and refused scripts) and revisions.py (counts per
-script).
+ingestion.py (task outcomes, stats, loaded and refused scripts), revisions.py (counts per
+script) and retention.py (pruning the batch records).
 """
 
 from __future__ import annotations
@@ -20,7 +20,14 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from agent_registry.registry import agents, assignments, behaviors, ingestion, revisions
+from agent_registry.registry import (
+    agents,
+    assignments,
+    behaviors,
+    ingestion,
+    retention,
+    revisions,
+)
 from agent_registry.registry.behaviors import script_sha256
 from agent_registry.registry.coalescing import Coalescer
 from agent_registry.registry.delivered import DeliveredScripts
@@ -320,11 +327,17 @@ class RegistryService:
         assign_behavior or allow_scripts), or with no script at all, is refused (listed in
         the result with its index and reason); the rest of the batch counts.
 
-        With a batch_id the batch counts at most once, ever: a repeat records 0 and is
-        `duplicate`. `cycles` adds to cycles_completed."""
+        With a batch_id the batch counts at most once while its record is kept (see
+        prune_report_batches): a repeat records 0 and is `duplicate`. `cycles` adds to
+        cycles_completed."""
         return await ingestion.record_tasks(
             self._db, self._delivered, agent_id, outcomes, batch_id, cycles, loaded_sha256
         )
+
+    async def prune_report_batches(self, before: datetime) -> int:
+        """Forget the batch ids processed before `before` (how many): a batch retried after
+        that would count again, so `before` must lie beyond any runtime's retries."""
+        return await retention.prune_processed_batches(self._db, before)
 
     async def revision_stats(
         self,
