@@ -5,7 +5,8 @@ each with an open assignment of revision 3 of one behavior and a script row for 
 3 revisions (agent_revision_stats: AGENTS x 3 rows), then measures, in the same run, the
 latency seen by a caller of RegistryService (query, transfer and records):
 - `revision_stats` for a role (1/5 of the agents), a namespace (1/10) and the behavior (all);
-- `agent_revision_stats` for a namespace (AGENTS x 3 / 10 records);
+- `agent_revision_stats` for a namespace (AGENTS x 3 / 10 records), and `agent_script_counts`
+  (the same counts as tuples, what a BehaviorPolicy reads) for it and for a role in it;
 - `list_underperforming_agents` (the current query; 1% of the agents are flagged),
 as p50 / p99 over --runs calls each, after one warm-up call.
 
@@ -141,6 +142,14 @@ async def measure(url: str, runs: int, agents: int) -> list[tuple[str, float, fl
         (
             "`agent_revision_stats(namespace=...)`",
             lambda: registry.agent_revision_stats(namespace="ns-1"),
+        ),
+        (
+            "`agent_script_counts(namespace=...)` (a policy's read: tuples, same counts)",
+            lambda: registry.agent_script_counts(namespace="ns-1"),
+        ),
+        (
+            "`agent_script_counts(namespace=..., role=...)`",
+            lambda: registry.agent_script_counts(namespace="ns-1", role="role-1"),
         ),
         (
             "`list_underperforming_agents(0.7, min_tasks=10)`",

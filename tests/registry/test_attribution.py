@@ -17,6 +17,7 @@ from agent_registry.registry import (
     BehaviorRevisionNotFound,
     RecordResult,
     RegistryService,
+    ScriptCounts,
     ScriptRef,
 )
 from agent_registry.reports import TaskOutcome
@@ -339,6 +340,22 @@ async def test_revision_stats_and_agent_revision_stats_filters(
     ]
     listed_agents = await registry.agent_revision_stats(agent_ids=["two/z"], namespace="two")
     assert [(r.agent_id, r.tasks, r.successes) for r in listed_agents] == [("two/z", 2, 2)]
+
+    # The policies' tuples: the same counts (the open assignment's share included), in the
+    # same order, of a namespace and optionally of a role.
+    counts = await registry.agent_script_counts(namespace="one")
+    assert counts == [
+        ScriptCounts(r.agent_id, r.behavior_id, r.revision, r.script_sha256, r.tasks, r.successes)
+        for r in per_agent
+    ]
+    assert sorted((c.agent_id, c.behavior_id, c.tasks, c.successes) for c in counts) == sorted(
+        [("one/x", a.id, 2, 2), ("one/x", b.id, 1, 0), ("one/y", a.id, 2, 1)]
+    )
+    ops = await registry.agent_script_counts(namespace="one", role="ops")
+    assert [(c.agent_id, c.behavior_id, c.tasks, c.successes) for c in ops] == [
+        ("one/y", a.id, 2, 1)
+    ]
+    assert await registry.agent_script_counts(namespace="one2", role="ops") == []
 
 
 async def test_a_script_counts_across_all_its_assignments(

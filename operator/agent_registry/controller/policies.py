@@ -150,7 +150,8 @@ class PolicyEvaluation:
             runners[key] = runners.get(key, 0) + total.agents
         history: dict[str, dict[str, Counts]] = {}
         scripts: dict[ScriptKey, Counts] = {}
-        for row in await registry.agent_revision_stats(namespace=namespace):
+        # Only the policy's role: the other agents' rows are neither judged nor candidates.
+        for row in await registry.agent_script_counts(namespace=namespace, role=self.spec.role):
             counts = Counts(row.tasks, row.successes)
             # The behavior as a string: a tuple of strings hashes from cached hashes, a uuid's
             # hash is computed in Python at every lookup (the windows look up every row).

@@ -14,10 +14,14 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, and_, func, literal, select, union_all
+from sqlalchemy import Select, and_, case, func, literal, select, union_all
 
 from agent_registry.registry.models import AGENTS, REVISION_STATS, REVISIONS
-from agent_registry.registry.records import AgentRevisionStatsRecord, RevisionStatsRecord
+from agent_registry.registry.records import (
+    AgentRevisionStatsRecord,
+    RevisionStatsRecord,
+    ScriptCounts,
+)
 from agent_registry.registry.transactions import Database
 
 _A = AGENTS
@@ -194,6 +198,33 @@ async def agent_revision_stats(
     async with db.read("agent_revision_stats") as conn:
         rows = (await conn.execute(stmt)).all()
     return [_agent_record(row) for row in rows]
+
+
+async def agent_script_counts(
+    db: Database, *, namespace: str, role: str | None
+) -> list[ScriptCounts]:
+    """agent_revision_stats' tasks and successes alone, for a namespace's agents (of one
+    role), as tuples: the current part added in SQL, no record built per row."""
+    current = _A.c.current_sha256 == _R.c.script_sha256
+    stmt = (
+        select(
+            _R.c.agent_id,
+            _R.c.behavior_id,
+            _R.c.revision,
+            _R.c.script_sha256,
+            (_R.c.tasks + case((current, _A.c.current_tasks_completed), else_=0)).label("tasks"),
+            (_R.c.successes + case((current, _A.c.current_successes), else_=0)).label("successes"),
+        )
+        .join(_A, _A.c.agent_id == _R.c.agent_id)
+        # On both sides of the join: the planner then joins one namespace's agents.
+        .where(_in_namespace(_R.c.agent_id, namespace), _in_namespace(_A.c.agent_id, namespace))
+        .order_by(_R.c.agent_id, _R.c.behavior_id, _R.c.revision, _R.c.script_sha256)
+    )
+    if role is not None:
+        stmt = stmt.where(_A.c.agent_role == role)
+    async with db.read("agent_script_counts") as conn:
+        result = await conn.execute(stmt)
+        return [ScriptCounts._make(row) for row in result]
 
 
 def _agent_record(row: Any) -> AgentRevisionStatsRecord:

@@ -45,6 +45,7 @@ from agent_registry.registry.records import (
     LoadConfirmation,
     RecordResult,
     RevisionStatsRecord,
+    ScriptCounts,
     ScriptRef,
     UnderperformingAgent,
 )
@@ -366,6 +367,14 @@ class RegistryService:
         return await revisions.agent_revision_stats(
             self._db, namespace=namespace, agent_ids=agent_ids, behavior_id=behavior_id
         )
+
+    async def agent_script_counts(
+        self, *, namespace: str, role: str | None = None
+    ) -> list[ScriptCounts]:
+        """agent_revision_stats' tasks and successes of a namespace's agents (of one role
+        (agent_role) if given), as plain tuples in the same order: a fraction of the cost
+        where every row of a namespace is read."""
+        return await revisions.agent_script_counts(self._db, namespace=namespace, role=role)
 
     # -- queries -----------------------------------------------------------------------------
 
