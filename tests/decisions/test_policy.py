@@ -454,6 +454,14 @@ def test_the_record_fit_leaves_an_agent_out_of_its_own_evidence() -> None:
     assert fit.effects(without=0)["a"].mean == pytest.approx(log_odds(Counts(200, 180)).mean)
     lone = RecordFit.build([{"a": log_odds(Counts(200, 100))}], components)
     assert lone.effects(without=0)["a"].variance > 1e3  # nothing else: flat
+    # Only agent 0 ran "b": without it "b" is flat, without agent 1 it is fitted.
+    mixed = RecordFit.build(
+        [{"a": log_odds(Counts(200, 150)), "b": log_odds(Counts(200, 170))}, records[1]],
+        components,
+    )
+    assert mixed.effects(without=0)["b"].variance > 1e3
+    assert mixed.effects(without=1)["b"].variance < 1.0
+    assert mixed.effects()["b"].variance < 1.0
 
 
 def _rate_counts(tasks: int, log_odds_value: float) -> Counts:

@@ -10,6 +10,7 @@ its grants along: its agents return to their spec.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 import uuid
@@ -204,7 +205,10 @@ class PolicyEvaluation:
             for entry in switched.values()
             if (at := _epoch(entry.get("at"))) is not None and now.timestamp() - at < cooldown
         )
-        recommendations = recommend(
+        # Pure and CPU-bound (about 60 ms per 1,000 judged agents): in a thread, so the event
+        # loop (status writes, the reconciler, the API) keeps its turns meanwhile.
+        recommendations = await asyncio.to_thread(
+            recommend,
             evidence,
             candidates,
             settings=self.settings,
