@@ -356,6 +356,10 @@ async def test_revision_stats_and_agent_revision_stats_filters(
         ("one/y", a.id, 2, 1)
     ]
     assert await registry.agent_script_counts(namespace="one2", role="ops") == []
+    listed_counts = await registry.agent_script_counts(
+        namespace="one", agent_ids=["one/y", "two/z"]
+    )
+    assert [(c.agent_id, c.tasks, c.successes) for c in listed_counts] == [("one/y", 2, 1)]
 
 
 async def test_a_script_counts_across_all_its_assignments(

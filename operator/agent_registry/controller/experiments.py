@@ -925,7 +925,7 @@ async def gather_inputs(
     if ids and phase == "Running":
         shas = {str(a.get("sha256")) for a in experiment.status.get("arms") or []}
         shas |= {r.current.sha256 for r in behaviors.values() if r.current is not None}
-        rows = await ctx.registry.agent_revision_stats(
+        rows = await ctx.registry.agent_script_counts(
             namespace=namespace, agent_ids=[f"{namespace}/{name}" for name in ids]
         )
         for row in rows:

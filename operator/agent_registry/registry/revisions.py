@@ -201,10 +201,11 @@ async def agent_revision_stats(
 
 
 async def agent_script_counts(
-    db: Database, *, namespace: str, role: str | None
+    db: Database, *, namespace: str, role: str | None, agent_ids: Sequence[str] | None
 ) -> list[ScriptCounts]:
     """agent_revision_stats' tasks and successes alone, for a namespace's agents (of one
-    role), as tuples: the current part added in SQL, no record built per row."""
+    role, among the listed ones), as tuples: the current part added in SQL, no record built
+    per row."""
     current = _A.c.current_sha256 == _R.c.script_sha256
     stmt = (
         select(
@@ -222,6 +223,8 @@ async def agent_script_counts(
     )
     if role is not None:
         stmt = stmt.where(_A.c.agent_role == role)
+    if agent_ids is not None:
+        stmt = stmt.where(_R.c.agent_id.in_(list(agent_ids)))
     async with db.read("agent_script_counts") as conn:
         result = await conn.execute(stmt)
         return [ScriptCounts._make(row) for row in result]

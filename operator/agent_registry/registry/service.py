@@ -369,12 +369,19 @@ class RegistryService:
         )
 
     async def agent_script_counts(
-        self, *, namespace: str, role: str | None = None
+        self,
+        *,
+        namespace: str,
+        role: str | None = None,
+        agent_ids: Sequence[str] | None = None,
     ) -> list[ScriptCounts]:
         """agent_revision_stats' tasks and successes of a namespace's agents (of one role
-        (agent_role) if given), as plain tuples in the same order: a fraction of the cost
-        where every row of a namespace is read."""
-        return await revisions.agent_script_counts(self._db, namespace=namespace, role=role)
+        (agent_role), of the listed agents, if given), as plain tuples in the same order: a
+        fraction of the cost where thousands of rows are read (a policy's or an
+        experiment's evaluation)."""
+        return await revisions.agent_script_counts(
+            self._db, namespace=namespace, role=role, agent_ids=agent_ids
+        )
 
     # -- queries -----------------------------------------------------------------------------
 
