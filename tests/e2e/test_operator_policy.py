@@ -26,7 +26,7 @@ from e2e.conftest import (
     wait_for,
 )
 from e2e.test_operator_examples import AGENTS, apply_examples, converged, history
-from e2e.test_operator_reload import RuntimeProcess
+from e2e.test_operator_reload import RuntimeProcess, runtime_processes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kube, pytest.mark.postgres]
 
@@ -53,14 +53,8 @@ def policy_manifest(mode: str) -> str:
 
 @pytest.fixture
 def fleet(tmp_path: Path, kube_cluster: Any) -> Iterator[list[RuntimeProcess]]:
-    runtimes: list[RuntimeProcess] = []
-    for name in AGENTS:
-        directory = tmp_path / name
-        directory.mkdir()
-        runtimes.append(RuntimeProcess(directory, kube_cluster.kubeconfig))
-    yield runtimes
-    for runtime in runtimes:
-        runtime.stop()
+    with runtime_processes(tmp_path, kube_cluster.kubeconfig, AGENTS) as runtimes:
+        yield runtimes
 
 
 @pytest.fixture

@@ -8,11 +8,12 @@ ServiceAccount token volume.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,23 @@ class RuntimeProcess:
             return "runtime log:\n" + "\n".join(self.log_path.read_text().splitlines()[-40:])
         except OSError:
             return "(no runtime log)"
+
+
+@contextlib.contextmanager
+def runtime_processes(
+    tmp_path: Path, kubeconfig: str, names: Iterable[str]
+) -> Iterator[list[RuntimeProcess]]:
+    """A runtime (not started) per name, each in its own directory; stopped on exit."""
+    processes = []
+    for name in names:
+        directory = tmp_path / name
+        directory.mkdir()
+        processes.append(RuntimeProcess(directory, kubeconfig))
+    try:
+        yield processes
+    finally:
+        for process in processes:
+            process.stop()
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from e2e.conftest import (
     wait_for,
 )
 from e2e.test_operator_examples import history
-from e2e.test_operator_reload import RuntimeProcess
+from e2e.test_operator_reload import RuntimeProcess, runtime_processes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kube, pytest.mark.postgres]
 
@@ -193,14 +193,8 @@ class Fleet:
 
 @pytest.fixture
 def runtimes(tmp_path: Path, kube_cluster: Any) -> Iterator[list[RuntimeProcess]]:
-    started = []
-    for name in AGENTS:
-        directory = tmp_path / name
-        directory.mkdir()
-        started.append(RuntimeProcess(directory, kube_cluster.kubeconfig))
-    yield started
-    for runtime in started:
-        runtime.stop()
+    with runtime_processes(tmp_path, kube_cluster.kubeconfig, AGENTS) as started:
+        yield started
 
 
 @pytest.fixture
