@@ -30,7 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from benchmarks.operator_env import OperatorEnv, machine_line, say, write_section  # noqa: E402
+from benchmarks.machine import write_section  # noqa: E402
+from benchmarks.operator_env import OperatorEnv, machine_line, say  # noqa: E402
 from e2e.conftest import EXAMPLES_DIR  # noqa: E402
 from e2e.crash_loop import KillRecord, converge, crash_round, problems, setup  # noqa: E402
 from e2e.report_load import (  # noqa: E402

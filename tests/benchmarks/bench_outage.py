@@ -37,12 +37,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from benchmarks.operator_env import (  # noqa: E402
-    OperatorEnv,
-    machine_line,
-    say,
-    write_section,
-)
+from benchmarks.machine import write_section  # noqa: E402
+from benchmarks.operator_env import OperatorEnv, machine_line, say  # noqa: E402
 from e2e.conftest import EXAMPLES_DIR  # noqa: E402
 from e2e.report_load import (  # noqa: E402
     ReportLoad,

@@ -31,9 +31,8 @@ from agent_registry.decisions.policy import (  # noqa: E402
     PolicySettings,
     recommend,
 )
-from benchmarks.machine import cpu_model  # noqa: E402
+from benchmarks.machine import DOC, cpu_model, write_section  # noqa: E402
 
-DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## BehaviorPolicy evaluation cost (`tests/benchmarks/bench_policy_cost.py`)"
 BEHAVIORS = ("a", "b", "c")
 RATES = (0.7, 0.8, 0.9)
@@ -122,18 +121,6 @@ runs in a worker thread, so the operator's event loop keeps its turns meanwhile.
 """
 
 
-def write_section(report: str) -> None:
-    text = DOC.read_text()
-    body = "\n" + DOC_INTRO + "\n" + report + "\n" + DOC_NOTES
-    if SECTION not in text:
-        DOC.write_text(text.rstrip("\n") + "\n\n" + SECTION + "\n" + body)
-        return
-    start = text.index(SECTION) + len(SECTION)
-    end = text.find("\n## ", start)
-    end = len(text) if end == -1 else end
-    DOC.write_text(text[:start] + "\n" + body + text[end:])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--agents", default="100,1000,10000")
@@ -148,7 +135,7 @@ def main() -> None:
     report = render(rows, args.repeats)
     print(report)
     if args.write_docs:
-        write_section(report)
+        write_section(SECTION, DOC_INTRO + "\n" + report + "\n" + DOC_NOTES)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from benchmarks.machine import cpu_model  # noqa: E402
+from benchmarks.machine import DOC, cpu_model, write_section  # noqa: E402
 from fixtures.pgserver import FAST_SETTINGS, PostgresServer, find_bin_dir  # noqa: E402
 
 BATCH = 100
@@ -51,7 +51,6 @@ def sha256(script: str) -> str:
     return hashlib.sha256(script.encode()).hexdigest()
 
 
-DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Registry ingestion (`tests/benchmarks/bench_registry.py`)"
 
 
@@ -304,7 +303,7 @@ def main() -> None:
     report = render(tables, args.seconds)
     print(report)
     if args.write_docs:
-        write_section(report)
+        write_section(SECTION, DOC_INTRO + "\n" + report + "\n" + DOC_NOTES)
 
 
 def render(tables: dict[str, list[dict[str, Any]]], seconds: float) -> str:
@@ -346,14 +345,6 @@ def render(tables: dict[str, list[dict[str, Any]]], seconds: float) -> str:
         + (f" Missed in this run: {'; '.join(misses)}." if misses else " All met in this run."),
     ]
     return "\n".join(lines)
-
-
-def write_section(report: str) -> None:
-    text = DOC.read_text()
-    start = text.index(SECTION) + len(SECTION)
-    end = text.find("\n## ", start)
-    end = len(text) if end == -1 else end
-    DOC.write_text(text[:start] + "\n" + DOC_INTRO + "\n" + report + "\n" + DOC_NOTES + text[end:])
 
 
 if __name__ == "__main__":

@@ -31,10 +31,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from benchmarks.machine import cpu_model  # noqa: E402
+from benchmarks.machine import DOC, cpu_model, write_section  # noqa: E402
 from fixtures.pgserver import FAST_SETTINGS, PostgresServer, find_bin_dir  # noqa: E402
 
-DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Per-revision aggregates (`tests/benchmarks/bench_revision_stats.py`)"
 NAMESPACES = 10
 ROLES = 5
@@ -248,18 +247,6 @@ worst few asks for them with `limit`.
 """
 
 
-def write_section(report: str) -> None:
-    text = DOC.read_text()
-    body = "\n" + DOC_INTRO + "\n" + report + "\n" + DOC_NOTES
-    if SECTION not in text:
-        DOC.write_text(text.rstrip("\n") + "\n\n" + SECTION + "\n" + body)
-        return
-    start = text.index(SECTION) + len(SECTION)
-    end = text.find("\n## ", start)
-    end = len(text) if end == -1 else end
-    DOC.write_text(text[:start] + "\n" + body + text[end:])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--agents", type=int, default=100_000)
@@ -284,7 +271,7 @@ def main() -> None:
     report = render(rows, args.agents, args.runs)
     print(report)
     if args.write_docs:
-        write_section(report)
+        write_section(SECTION, DOC_INTRO + "\n" + report + "\n" + DOC_NOTES)
 
 
 if __name__ == "__main__":

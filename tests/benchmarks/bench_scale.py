@@ -43,10 +43,9 @@ from agent_registry.runtime.bundle import script_sha256
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from benchmarks.machine import cpu_model  # noqa: E402
+from benchmarks.machine import DOC, cpu_model, write_section  # noqa: E402
 
 CRDS = ROOT / "crds"
-DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Operator at scale (`tests/benchmarks/bench_scale.py`)"
 AGENTREG = Path(sys.executable).with_name("agentreg")
 GROUP_PATH = "/apis/agents.singularity.dev/v1alpha1"
@@ -527,16 +526,6 @@ script's sha256; idle CPU is the operator's utime + stime over a window after ev
 """
 
 
-def write_section(report: str, notes: str) -> None:
-    text = DOC.read_text()
-    if SECTION not in text:
-        text = text.rstrip("\n") + "\n\n" + SECTION + "\n"
-    start = text.index(SECTION) + len(SECTION)
-    end = text.find("\n## ", start)
-    end = len(text) if end == -1 else end
-    DOC.write_text(text[:start] + "\n" + DOC_INTRO + "\n" + report + "\n" + notes + text[end:])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--agents", default="1000,10000")
@@ -566,7 +555,7 @@ def main() -> None:
         notes = (
             Path(args.notes).read_text() if args.notes and Path(args.notes).exists() else args.notes
         )
-        write_section(report, "\n" + notes + "\n" if notes else "")
+        write_section(SECTION, DOC_INTRO + "\n" + report + "\n\n" + notes)
 
 
 if __name__ == "__main__":

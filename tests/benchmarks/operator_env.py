@@ -17,7 +17,6 @@ from types import TracebackType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-DOC = ROOT / "docs" / "benchmarks.md"
 GROUP = "agents.singularity.dev"
 
 from benchmarks.machine import cpu_model  # noqa: E402
@@ -34,18 +33,6 @@ def machine_line() -> str:
         f" {platform.python_version()}; run {now}, load average {load[0]:.1f} / {load[1]:.1f}"
         f" / {load[2]:.1f} (1/5/15 min) at the end, on a machine shared with other work."
     )
-
-
-def write_section(section: str, body: str) -> None:
-    """Replace (or append) `section` of docs/benchmarks.md with `body`."""
-    text = DOC.read_text()
-    if section not in text:
-        DOC.write_text(text.rstrip("\n") + "\n\n" + section + "\n\n" + body.strip("\n") + "\n")
-        return
-    start = text.index(section) + len(section)
-    end = text.find("\n## ", start)
-    end = len(text) if end == -1 else end
-    DOC.write_text(text[:start] + "\n\n" + body.strip("\n") + "\n" + text[end:])
 
 
 def say(message: str) -> None:

@@ -97,13 +97,7 @@ def printed_table(kubectl: Kubectl, kind: str) -> list[list[str]]:
 def test_examples_fill_every_printer_column(
     kubectl: Kubectl, operator: OperatorProcess, postgres_url: str
 ) -> None:
-    apply_examples(kubectl)
-    wait_for(
-        lambda: converged(kubectl),
-        timeout=90,
-        what="examples converged",
-        diagnose=diagnose(kubectl, operator),
-    )
+    apply_examples_converged(kubectl, operator)
 
     agents = printed_table(kubectl, "agents")
     assert agents[0] == [
@@ -178,13 +172,7 @@ def test_examples_fill_every_printer_column(
 def test_script_edit_hot_reloads_only_the_configmap(
     kubectl: Kubectl, operator: OperatorProcess, postgres_url: str
 ) -> None:
-    apply_examples(kubectl)
-    wait_for(
-        lambda: converged(kubectl),
-        timeout=90,
-        what="examples converged",
-        diagnose=diagnose(kubectl, operator),
-    )
+    apply_examples_converged(kubectl, operator)
     deployment_before = kubectl.get("deployment", "coder-3")
     assert deployment_before is not None
     cm_before = kubectl.get("configmap", "coder-3-behavior")
