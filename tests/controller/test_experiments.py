@@ -688,3 +688,27 @@ def test_grant_keys_change_only_for_the_agents_whose_grant_changed() -> None:
     after = grant_keys(w.experiment)
     changed = {a for a in set(before) | set(after) if before.get(a) != after.get(a)}
     assert changed == {"a2", "a3"}
+
+
+def test_the_first_entry_without_left_at_is_the_agents_and_a_new_snapshot_is_read_anew() -> None:
+    w = world("a1", "a2", unit="Agent")
+    w.evaluate()
+    entries = w.experiment.status["participants"]
+    a1 = next(p for p in entries if p["agent"] == "a1")
+    status = {
+        **w.experiment.status,
+        "participants": [
+            {**a1, "arm": 1 - a1["arm"], "leftAt": "2026-01-01T00:00:00Z"},  # an earlier stay
+            a1,
+            {**a1, "arm": 1 - a1["arm"]},  # a duplicate later entry does not count
+        ],
+    }
+    snapshot = replace(w.experiment, status=status)
+    grant = grant_of(snapshot, "a1")
+    assert grant is not None
+    assert grant.evidence["arm"] == w.grant("a1").evidence["arm"]
+    assert grant_of(snapshot, "a2") is None
+    # A new snapshot (every watch event makes one) is not answered from the old one's memo.
+    gone = replace(snapshot, status={**status, "participants": []})
+    assert grant_of(gone, "a1") is None
+    assert grant_of(snapshot, "a1") == grant

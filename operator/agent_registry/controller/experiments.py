@@ -220,6 +220,19 @@ def _participants(status: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [p for p in status.get("participants") or [] if isinstance(p, dict)]
 
 
+def _taking_part(experiment: ObjectState) -> dict[str, dict[str, Any]]:
+    """Agent -> its status entry while it takes part (the first one without `leftAt`)."""
+
+    def build(state: ObjectState) -> dict[str, dict[str, Any]]:
+        entries: dict[str, dict[str, Any]] = {}
+        for p in _participants(state.status):
+            if not p.get("leftAt"):
+                entries.setdefault(str(p.get("agent")), p)
+        return entries
+
+    return experiment.derived("taking part", build)
+
+
 def _frozen_arms(status: Mapping[str, Any]) -> list[tuple[Revision, float]] | None:
     """The arms' frozen revisions and current weights, or None if any arm has none."""
     arms: list[tuple[Revision, float]] = []
@@ -241,10 +254,7 @@ def grant_of(experiment: ObjectState, agent: str) -> Grant | None:
     phase = status.get("phase")
     if phase not in ("Running", "Concluded"):
         return None
-    entry = next(
-        (p for p in _participants(status) if p.get("agent") == agent and not p.get("leftAt")),
-        None,
-    )
+    entry = _taking_part(experiment).get(agent)
     arms = _frozen_arms(status)
     if entry is None or arms is None:
         return None
@@ -313,17 +323,22 @@ GrantKey = tuple[str, tuple[tuple[str, float], ...]]
 
 def grant_keys(experiment: ObjectState) -> dict[str, GrantKey]:
     """Per agent, what its grant from `experiment` is (to find the agents whose grant a
-    status change changed: only those are re-decided)."""
-    keys: dict[str, GrantKey] = {}
-    for entry in _participants(experiment.status):
-        name = str(entry.get("agent"))
-        grant = grant_of(experiment, name)
-        if grant is not None:
-            keys[name] = (
-                grant.reason,
-                tuple((s.revision.sha256, round(s.weight, 6)) for s in grant.scripts),
-            )
-    return keys
+    status change changed: only those are re-decided). Computed once per snapshot (every
+    other experiment's evaluation asks, through claims); not to be changed by callers."""
+
+    def build(state: ObjectState) -> dict[str, GrantKey]:
+        keys: dict[str, GrantKey] = {}
+        for entry in _participants(state.status):
+            name = str(entry.get("agent"))
+            grant = grant_of(state, name)
+            if grant is not None:
+                keys[name] = (
+                    grant.reason,
+                    tuple((s.revision.sha256, round(s.weight, 6)) for s in grant.scripts),
+                )
+        return keys
+
+    return experiment.derived("grant keys", build)
 
 
 def claims(experiments: IndexMap, namespace: str, exclude: str) -> dict[str, str]:

@@ -7,9 +7,9 @@ write-back loop walks them once per interval instead of running a timer per obje
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from agent_registry.resources.common import API_VERSION, GROUP
 
@@ -24,6 +24,7 @@ USER_ANNOTATIONS = frozenset(
 )
 
 Key = tuple[str, str]  # (namespace, name)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,18 @@ class ObjectState:
         ref = self.spec.get("behaviorRef") or {}
         name = ref.get("name")
         return str(name) if name else None
+
+    def derived(self, key: str, compute: Callable[[ObjectState], T]) -> T:
+        """compute(self), once per snapshot. A state is never changed in place (every watch
+        event makes a new one), so what is derived from it can be kept with it: an
+        experiment's participants by agent are looked up once per agent per tick, and
+        rebuilding them for each made a tick quadratic in the fleet. The result is shared:
+        callers must not change it."""
+        memo: dict[str, Any] = self.__dict__.setdefault("_derived", {})
+        if key not in memo:
+            memo[key] = compute(self)
+        value: T = memo[key]
+        return value
 
     def event_body(self) -> Any:
         """Enough of the object for kopf to post an Event about it (kopf reads it as a dict)."""

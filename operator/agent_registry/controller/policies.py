@@ -62,11 +62,17 @@ def policy_states(body: Mapping[str, Any], **_: Any) -> dict[Key, ObjectState]:
 
 
 def _switched(policy: ObjectState) -> dict[str, dict[str, Any]]:
-    return {
-        str(entry.get("agent")): entry
-        for entry in policy.status.get("switched") or []
-        if isinstance(entry, dict)
-    }
+    """Agent -> its entry in status.switched; once per snapshot (looked up for every agent
+    of the namespace at each decision: rebuilt each time, that was quadratic)."""
+
+    def build(state: ObjectState) -> dict[str, dict[str, Any]]:
+        return {
+            str(entry.get("agent")): entry
+            for entry in state.status.get("switched") or []
+            if isinstance(entry, dict)
+        }
+
+    return policy.derived("switched", build)
 
 
 def _role_of(policy: ObjectState) -> str:
@@ -181,7 +187,7 @@ class PolicyEvaluation:
             for name in names
             if name in by_name
         ]
-        switched = _switched(self.policy)
+        switched = dict(_switched(self.policy))  # _status adds the new switches to it
         evidence = []
         for agent in judged:
             agent_id = f"{namespace}/{agent.name}"
