@@ -159,6 +159,10 @@ async def measure(url: str, runs: int, agents: int) -> list[tuple[str, float, fl
             lambda: registry.agent_script_counts(namespace="ns-1", role="role-1"),
         ),
         (
+            "`list_agents(namespace=...)` (a policy's other read)",
+            lambda: registry.list_agents(namespace="ns-1"),
+        ),
+        (
             "`list_underperforming_agents(0.7, min_tasks=10)`",
             lambda: registry.list_underperforming_agents(0.7, min_tasks=10),
         ),
