@@ -14,7 +14,7 @@ from agent_registry.controller.indexes import (
     agents_by_behavior,
     state_of,
 )
-from agent_registry.controller.policies import policy_grant
+from agent_registry.controller.policies import PolicyEvaluation, _switched, policy_grant
 from agent_registry.controller.status import AgentView, AssignmentView, desired_agent_status
 from agent_registry.decisions.arbiter import BehaviorFacts, Revision, decide
 
@@ -144,3 +144,26 @@ def test_a_spec_assignment_of_another_behavior_is_still_pending() -> None:
     status = desired_agent_status({}, behavior_ref="quick", view=_view("Spec", "careful"), now=NOW)
     conditions = {c["type"]: c for c in status["conditions"]}
     assert conditions["BehaviorAssigned"]["reason"] == "AssignmentPending"
+
+
+def test_a_new_switch_reaches_the_status_but_not_the_snapshot_it_was_decided_on() -> None:
+    """The switched map is derived once per snapshot and shared by policy_grant: an
+    evaluation's new switch must wait for the status it writes."""
+    from typing import cast
+
+    from agent_registry.controller.context import OperatorContext
+    from agent_registry.decisions.policy import Recommendation
+
+    policy = _policy()
+    agents = []
+    for name in ("coder-3", "coder-4"):
+        body = agent_body()
+        body["metadata"]["name"] = name
+        agents.append(state_of("Agent", body))
+    evaluation = PolicyEvaluation(cast(OperatorContext, None), policy)
+    switch = Recommendation("ns/coder-4", "quick", "careful", 0.99, "quick < careful")
+    now = datetime(2026, 12, 4, tzinfo=UTC)
+    status = evaluation._status(now, agents, [], [switch], _switched(policy))
+    assert [entry["agent"] for entry in status["switched"]] == ["coder-3", "coder-4"]
+    assert policy_grant(agents[1], {("ns", "coders"): [policy]}) is None
+    assert policy_grant(agents[0], {("ns", "coders"): [policy]}) is not None

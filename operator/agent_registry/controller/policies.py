@@ -187,7 +187,7 @@ class PolicyEvaluation:
             for name in names
             if name in by_name
         ]
-        switched = dict(_switched(self.policy))  # _status adds the new switches to it
+        switched = _switched(self.policy)
         evidence = []
         for agent in judged:
             agent_id = f"{namespace}/{agent.name}"
@@ -271,9 +271,11 @@ class PolicyEvaluation:
         agents: list[ObjectState],
         candidates: list[CandidateEvidence],
         recommendations: Iterable[Any],
-        switched: dict[str, dict[str, Any]],
+        switched: Mapping[str, dict[str, Any]],
     ) -> dict[str, Any]:
         current = self.policy.status
+        # A copy: `switched` is the policy snapshot's own (shared by every policy_grant).
+        switched = dict(switched)
         proposed = [
             {
                 "agent": r.agent.partition("/")[2],
